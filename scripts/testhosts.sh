@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Prepare this machine (Debian 12) to run the project's test hosts: podman containers with
+# systemd as PID 1 on `--internal` networks. `make lab`, `make test`, CI and every molecule
+# scenario call this one script; each step is idempotent and cheap when already done.
+#
+#   1. install podman, runc and debootstrap (if missing);
+#   2. build the Debian 12 systemd base image with debootstrap + `podman import`, tagged with a
+#      hash of its recipe (scripts/base-image.sh): rebuilt only when the recipe changes;
+#   3. pin podman to runc (crun refuses hybrid cgroup layouts) and, only where the OCI runtime
+#      may not set rlimits, route it through scripts/runc-norlimits;
+#   4. prove a systemd container boots;
+#   5. create the test networks, always `--internal` (no route off this machine).
+#
+# Environment: GRID_TESTHOSTS_MIRROR overrides the Debian mirror (default: this machine's apt
+# source); GRID_TESTHOSTS_IMAGE the image name. Prints the image reference on the last line.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+IMAGE=${GRID_TESTHOSTS_IMAGE:-localhost/desktop-grid/debian12}
+# Networks the lab inventory and the molecule scenarios attach their containers to, with fixed
+# subnets so that inventories can name them (inventories/lab/group_vars/all/grid.yml).
+NETWORKS=(grid-lab=10.89.64.0/24 grid-campus=10.89.66.0/24 grid-molecule=10.89.65.0/24)
+SHIM_DIR=/usr/local/libexec/desktop-grid
+DROPIN=/etc/containers/containers.conf.d/50-desktop-grid.conf
+
+log() { printf 'testhosts: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || die "run as root (podman, debootstrap and apt need it)"
+  exec sudo -E "$0" "$@"
+fi
+
+# --- 1. packages ---------------------------------------------------------------------------
+install_packages() {
+  local missing=() pkg
+  for pkg in podman runc debootstrap netavark aardvark-dns python3; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Debian mirror this machine already uses (no host is hard-coded in the project).
+debian_mirror() {
+  if [ -n "${GRID_TESTHOSTS_MIRROR:-}" ]; then echo "$GRID_TESTHOSTS_MIRROR"; return; fi
+  local uri
+  uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1=="deb" && $3 !~ /security/ {print ($2 ~ /^\[/ ? $3 : $2); exit}' \
+                         /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+  [ -n "$uri" ] || die "no Debian mirror found in /etc/apt; set GRID_TESTHOSTS_MIRROR"
+  echo "$uri"
+}
+
+# --- 3. OCI runtime ------------------------------------------------------------------------
+write_dropin() {  # $1: runtime name, $2: its path (empty for a stock runtime)
+  local tmp
+  mkdir -p "$(dirname "$DROPIN")"
+  tmp=$(mktemp "$DROPIN.XXXXXX")
+  {
+    echo "# Written by desktop-grid scripts/testhosts.sh. Remove to restore podman's defaults."
+    echo "[engine]"
+    echo "runtime = \"$1\""
+    if [ -n "$2" ]; then
+      echo "[engine.runtimes]"
+      echo "$1 = [\"$2\"]"
+    fi
+  } > "$tmp"
+  chmod 0644 "$tmp"
+  if cmp -s "$tmp" "$DROPIN" 2>/dev/null; then rm -f "$tmp"; else mv -f "$tmp" "$DROPIN"; log "podman runtime: $1"; fi
+}
+
+configure_runtime() {
+  local out runc
+  runc=$(command -v runc) || die "runc is not installed"
+  if out=$(podman run --rm --runtime "$runc" --network none "$IMAGE:latest" /bin/true 2>&1); then
+    write_dropin runc ""
+    return 0
+  fi
+  grep -q 'rlimit' <<<"$out" || die "podman cannot start a container: $out"
+  install -D -m 0755 "$here/runc-norlimits" "$SHIM_DIR/runc-norlimits"
+  write_dropin runc-norlimits "$SHIM_DIR/runc-norlimits"
+  out=$(podman run --rm --network none "$IMAGE:latest" /bin/true 2>&1) \
+    || die "podman still cannot start a container with the runc-norlimits shim: $out"
+}
+
+# --- 2. base image -------------------------------------------------------------------------
+build_image() {
+  local tag work mirror
+  tag=$(sha256sum "$here/base-image.sh" | cut -c1-12)
+  if podman image exists "$IMAGE:$tag"; then
+    podman tag "$IMAGE:$tag" "$IMAGE:latest"
+    return 0
+  fi
+  mirror=$(debian_mirror)
+  log "building $IMAGE:$tag with debootstrap (about a minute)"
+  work=$(mktemp -d /var/tmp/desktop-grid-rootfs.XXXXXX)
+  trap 'rm -rf "$work"' RETURN
+  bash "$here/base-image.sh" "$work/rootfs" "$mirror" > "$work/debootstrap.log" 2>&1 \
+    || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  tar -C "$work/rootfs" -c . | podman import --quiet \
+      --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
+      --message "desktop-grid test host, recipe $tag" - "$IMAGE:$tag" >/dev/null
+  podman tag "$IMAGE:$tag" "$IMAGE:latest"
+}
+
+# --- 4. smoke test: systemd boots as PID 1 --------------------------------------------------
+smoke_test() {
+  local name=desktop-grid-smoke state="" i
+  podman rm -f "$name" >/dev/null 2>&1 || true
+  podman run -d --name "$name" --network none --systemd=always "$IMAGE:latest" /sbin/init >/dev/null
+  for i in $(seq 1 30); do
+    state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 1
+  done
+  podman rm -f "$name" >/dev/null 2>&1 || true
+  case "$state" in running|degraded) ;; *) die "systemd did not come up in the base image (state: '${state:-none}')" ;; esac
+}
+
+# --- 5. networks ---------------------------------------------------------------------------
+create_networks() {
+  local spec net subnet internal actual
+  for spec in "${NETWORKS[@]}"; do
+    net=${spec%%=*} subnet=${spec#*=}
+    if podman network exists "$net"; then
+      internal=$(podman network inspect -f '{{.Internal}}' "$net")
+      [ "$internal" = "true" ] || die "podman network '$net' exists but is not --internal; remove it first"
+      actual=$(podman network inspect -f '{{range .Subnets}}{{.Subnet}} {{end}}' "$net")
+      [ "${actual% }" = "$subnet" ] || die "podman network '$net' has subnet '${actual% }', not $subnet; remove it first"
+    else
+      podman network create --internal --subnet "$subnet" "$net" >/dev/null
+      log "created internal network $net ($subnet)"
+    fi
+  done
+}
+
+exec 9>/run/lock/desktop-grid-testhosts.lock
+flock 9
+install_packages
+build_image
+configure_runtime
+smoke_test
+create_networks
+echo "$IMAGE:latest"
