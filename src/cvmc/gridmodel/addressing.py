@@ -346,11 +346,24 @@ def tunnel_address(
 ) -> TunnelAddress:
     """The tunnel address of VM ``slot`` of the desktop with registry index ``index``."""
     slots = _check_slots(slots, name)
+    slices = _layout_slices(layout, layout_name)
+    return _tunnel_address(slices, layout, slots, index, slot, name=name, layout_name=layout_name)
+
+
+def _tunnel_address(
+    slices: Sequence[tuple[str, int, ipaddress.IPv4Network]],
+    layout: Sequence[Mapping[str, object]],
+    slots: int,
+    index: int,
+    slot: int,
+    *,
+    name: str,
+    layout_name: str,
+) -> TunnelAddress:
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise ValueError(f"{name}: desktop index must be a non-negative integer, got {index!r}")
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < slots:
         raise ValueError(f"{name}: slot must be an integer in 0..{slots - 1}, got {slot!r}")
-    slices = _layout_slices(layout, layout_name)
     inst_name, port, net = slices[index % len(slices)]
     position = index // len(slices)
     capacity = slice_capacity(net, slots)
@@ -456,9 +469,14 @@ def tunnel_addresses(
 ) -> dict[str, list[TunnelAddress]]:
     """Desktop name (as in the registry) -> its tunnel addresses, one per slot."""
     slots = _check_slots(slots, name)
+    entries = _check_registry(registry, name)
+    if not entries:
+        return {}
+    slices = _layout_slices(layout, layout_name)
     return {
         entry["name"]: [
-            tunnel_address(
+            _tunnel_address(
+                slices,
                 layout,
                 slots,
                 entry["index"],
@@ -468,5 +486,5 @@ def tunnel_addresses(
             )
             for slot in range(slots)
         ]
-        for entry in _check_registry(registry, name)
+        for entry in entries
     }
