@@ -38,7 +38,6 @@ MODEL_KEYS: tuple[str, ...] = (
     "coordinator_url",
     "desktop_registry",
     "desktops",
-    "desktop_memory_mb",
 )
 
 
@@ -228,12 +227,6 @@ def check_memory(model: Model) -> list[str]:
             f"grid_host_memory_reserve_mb: {reserve} MB is at least a desktop's whole RAM "
             f"(grid_desktop_min_memory_mb: {smallest} MB); no VM could ever start"
         )
-    for host, memory in sorted((model.get("desktop_memory_mb") or {}).items()):
-        if int(memory) <= reserve:
-            problems.append(
-                f"grid_host_memory_reserve_mb: {reserve} MB is at least the RAM of desktop "
-                f"{host} (grid_desktop_memory_mb: {memory} MB)"
-            )
     return problems
 
 

@@ -1,0 +1,69 @@
+"""Every bad-model case through the real `grid` role with ansible-playbook.
+
+Each case must fail with its own message and stop the play before the next task writes a
+marker file; the good lab model must pass and write it (so the marker check is not vacuous).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lab_model import ROOT
+from validation_cases import CASES, Case
+
+pytestmark = pytest.mark.slow
+
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+
+def run_validation(tmp_path: Path, extra: dict[str, object]) -> tuple[int, str, Path]:
+    marker = tmp_path / "marker"
+    extra_file = tmp_path / "extra.json"
+    extra_file.write_text(json.dumps({**extra, "marker": str(marker)}))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    proc = subprocess.run(
+        [
+            ANSIBLE_PLAYBOOK,
+            "-i",
+            str(ROOT / "inventories/lab"),
+            "-i",
+            str(ROOT / "tests/fixtures/desktops.yml"),
+            str(ROOT / "tests/fixtures/validate_then_change.yml"),
+            "-e",
+            f"@{extra_file}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr, marker
+
+
+def test_lab_model_passes_and_the_play_goes_on(tmp_path: Path) -> None:
+    rc, out, marker = run_validation(tmp_path, {})
+    assert rc == 0, out
+    assert marker.read_text() == "validated\n"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_model_stops_before_any_change(tmp_path: Path, case: Case) -> None:
+    extra: dict[str, object] = dict(case.vars)
+    if case.hosts:
+        extra["grid_desktop_group"] = case.hosts
+    rc, out, marker = run_validation(tmp_path, extra)
+    assert rc != 0, out
+    assert case.expect in out, out
+    assert not marker.exists(), "a task after the grid role ran although the model was invalid"
