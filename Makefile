@@ -1,0 +1,54 @@
+# The README's two commands: `make lab` and `make test`. Both install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Molecule scenarios, in the order `make test` runs them.
+SCENARIOS := $(sort $(notdir $(wildcard molecule/*)))
+
+.PHONY: lab lab-down test lint unit molecule testhosts venv clean bench
+
+## Bring up the lab grid (containers on this machine) and run playbooks/site.yml against it.
+lab: venv testhosts
+	ansible-playbook playbooks/lab.yml
+
+## Remove the lab containers (the base image and networks stay, for a fast next `make lab`).
+lab-down:
+	podman ps -a --filter label=desktop-grid.lab=true -q | xargs -r podman rm -f
+
+## Everything CI runs: linters, type checks, unit and integration tests, molecule scenarios.
+test: lint unit molecule
+
+lint: venv
+	ruff check src filter_plugins tests bench
+	ruff format --check src filter_plugins tests bench
+	mypy
+	yamllint --strict .
+	ansible-lint --strict
+
+unit: venv
+	pytest
+
+molecule: venv testhosts
+	@for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+
+testhosts:
+	bash scripts/testhosts.sh
+
+bench: venv
+	$(BIN)/python bench/grid_model.py
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
