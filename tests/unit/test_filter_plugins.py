@@ -297,6 +297,8 @@ def _ansible_env(tmp_path: Path) -> dict[str, str]:
         ANSIBLE_LOCALHOST_WARNING="False",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
         ANSIBLE_NOCOLOR="1",
+        # The assertion reads the JSON result format, whatever ansible.cfg prefers.
+        ANSIBLE_CALLBACK_RESULT_FORMAT="json",
     )
     return env
 
