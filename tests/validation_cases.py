@@ -208,3 +208,32 @@ CASES: list[Case] = [
 def model_key(var: str) -> str:
     """grid_research_network -> research_network (the pure model's key)."""
     return var.removeprefix("grid_")
+
+
+CASES += [
+    Case(
+        "vpn-endpoint-malformed",
+        {"grid_vpn_endpoint": "lab gateway!"},
+        "grid_vpn_endpoint: 'lab gateway!' is not a host name or address",
+    ),
+    Case(
+        "pool-service-inside-research",
+        {"grid_pool_services": [{"name": "htcondor", "addresses": ["10.64.1.1"], "tcp": [9618]}]},
+        "grid_pool_services[htcondor].addresses: 10.64.1.1 is inside grid_research_network",
+    ),
+    Case(
+        "pool-service-bad-port",
+        {
+            "grid_pool_services": [
+                {"name": "htcondor", "addresses": ["10.89.64.11"], "tcp": [70000]}
+            ]
+        },
+        "grid_pool_services[htcondor]: port 70000 is not a port number",
+    ),
+    Case(
+        "nat-into-campus",
+        {"grid_nat_allow": ["10.89.66.0/25"]},
+        "grid_nat_allow[0] (10.89.66.0/25) overlaps grid_campus_networks[0] (10.89.66.0/24): "
+        "NAT must never lead into the campus LAN",
+    ),
+]

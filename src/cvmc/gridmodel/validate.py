@@ -14,6 +14,7 @@ The model is a plain mapping of the ``grid_*`` variables without their ``grid_``
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from cvmc.gridmodel import addressing, bandwidth, classad, policy
 
 Model = Mapping[str, Any]
+_HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 
 MODEL_KEYS: tuple[str, ...] = (
     "name",
@@ -36,6 +38,9 @@ MODEL_KEYS: tuple[str, ...] = (
     "host_memory_reserve_mb",
     "desktop_min_memory_mb",
     "coordinator_url",
+    "vpn_endpoint",
+    "pool_services",
+    "nat_allow",
     "desktop_registry",
     "desktops",
 )
@@ -285,6 +290,66 @@ def check_coordinator(model: Model) -> list[str]:
     return []
 
 
+def check_services(model: Model) -> list[str]:
+    """What the research network may reach: the pool's services, and NAT's allow list.
+
+    These are the only exceptions to the research network's isolation, so they are checked
+    closely: pool services name addresses and ports, and NAT never leads into the campus LAN
+    or back into the research network.
+    """
+    problems: list[str] = []
+    research = str(model["research_network"])
+    research_ok = _network_problem(research, "grid_research_network") is None
+    endpoint = str(model["vpn_endpoint"])
+    if not _HOST.match(endpoint):
+        problems.append(
+            f"grid_vpn_endpoint: {endpoint!r} is not a host name or address research VMs can dial"
+        )
+    problems.extend(_duplicates(model["pool_services"], "name", "grid_pool_services"))
+    for service in model["pool_services"]:
+        label = f"grid_pool_services[{service['name']}]"
+        if not service.get("addresses"):
+            problems.append(f"{label}.addresses: list at least one address of the service")
+        for addr in service.get("addresses") or []:
+            cidr = str(addr) if "/" in str(addr) else f"{addr}/32"
+            bad = _network_problem(cidr, f"{label}.addresses")
+            if bad:
+                problems.append(bad)
+            elif research_ok and ipaddress.IPv4Network(cidr).overlaps(
+                ipaddress.IPv4Network(research)
+            ):
+                problems.append(
+                    f"{label}.addresses: {addr} is inside grid_research_network {research}; pool "
+                    "services live outside the research network"
+                )
+        ports = [*(service.get("tcp") or []), *(service.get("udp") or [])]
+        if not ports:
+            problems.append(f"{label}: list the tcp and/or udp ports research VMs may reach")
+        problems.extend(
+            f"{label}: port {port!r} is not a port number (1-65535)"
+            for port in ports
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+        )
+    forbidden = [("grid_research_network", research)] if research_ok else []
+    forbidden += [
+        (f"grid_campus_networks[{i}]", str(net))
+        for i, net in enumerate(model["campus_networks"])
+        if _network_problem(net, "") is None
+    ]
+    for i, net in enumerate(model["nat_allow"]):
+        label = f"grid_nat_allow[{i}]"
+        bad = _network_problem(net, label)
+        if bad:
+            problems.append(bad)
+            continue
+        problems.extend(
+            f"{overlap}: NAT must never lead into the campus LAN or the research network"
+            for overlap in addressing.find_overlaps([(label, str(net)), *forbidden])
+            if overlap.startswith(label)
+        )
+    return problems
+
+
 CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "network": check_network,
     "bandwidth": check_bandwidth,
@@ -293,6 +358,7 @@ CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "policy": check_policy,
     "desktops": check_desktops,
     "coordinator": check_coordinator,
+    "services": check_services,
 }
 
 

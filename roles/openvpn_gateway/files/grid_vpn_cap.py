@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""OpenVPN hook of the grid gateway: a bandwidth cap per research VM, both directions.
+
+OpenVPN runs it as `up` (once per instance: HTB trees on the tun device and its IFB twin),
+`client-connect` (one HTB class and one u32 filter per direction for the client's fixed
+tunnel address) and `client-disconnect` (removes them). Down (towards the VM) is shaped on
+the tun device's egress; up (from the VM) is redirected to the instance's IFB device and
+shaped on its egress. u32 filters sit in a 256-bucket hash table keyed on the address's last
+octet, so a connect or disconnect touches one filter whatever the number of clients.
+
+A client names its cap class through OpenVPN peer info (UV_GRID_CLASS); a class the gateway
+does not know gets the default class. If tc fails on connect, the script exits non-zero and
+OpenVPN refuses the client: a VM is never connected without its cap.
+
+Configuration: /etc/openvpn/grid/shaping.json, written by the openvpn_gateway role: the
+instances (name, network) of the VPN layout, the cap classes, and the default class.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+CONFIG = os.environ.get("GRID_VPN_SHAPING", "/etc/openvpn/grid/shaping.json")
+TC = "/usr/sbin/tc"
+IP = "/usr/sbin/ip"
+HASH_TABLE = "2:"
+DEFAULT_MINOR = 1  # offset 1 is the server address, never a client
+QUANTUM = "1600"  # bytes; above the tunnel MTU, so HTB never warns about quantum
+
+
+def _instance(config: Mapping[str, Any], dev: str) -> dict[str, str]:
+    """The instance whose tun device is `dev`: its devices (tun-NAME, ifb-NAME) and slice."""
+    for inst in config["instances"]:
+        if f"tun-{inst['name']}" == dev:
+            return {"dev": dev, "ifb": f"ifb-{inst['name']}", "slice": inst["network"]}
+    raise SystemExit(f"grid-vpn-cap: no instance uses device {dev!r} (see {CONFIG})")
+
+
+def _tree(dev: str, slice_cidr: str, match: str, at: int) -> list[list[str]]:
+    """HTB root with a default class and a hash table of per-client u32 filters."""
+    return [
+        [
+            TC,
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "handle",
+            "1:",
+            "htb",
+            "default",
+            format(DEFAULT_MINOR, "x"),
+        ],
+        [
+            TC,
+            "class",
+            "replace",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "classid",
+            f"1:{DEFAULT_MINOR:x}",
+            "htb",
+            "rate",
+            "10gbit",
+            "quantum",
+            QUANTUM,
+        ],
+        [
+            TC,
+            "filter",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "prio",
+            "1",
+            "handle",
+            HASH_TABLE,
+            "protocol",
+            "ip",
+            "u32",
+            "divisor",
+            "256",
+        ],
+        [
+            TC,
+            "filter",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "prio",
+            "1",
+            "protocol",
+            "ip",
+            "u32",
+            "ht",
+            "800::",
+            "match",
+            "ip",
+            match,
+            slice_cidr,
+            "hashkey",
+            "mask",
+            "0x000000ff",
+            "at",
+            str(at),
+            "link",
+            HASH_TABLE,
+        ],
+    ]
+
+
+def up_commands(inst: Mapping[str, Any]) -> list[list[str]]:
+    dev, ifb, slice_cidr = inst["dev"], inst["ifb"], inst["slice"]
+    return [
+        [TC, "qdisc", "del", "dev", dev, "root"],
+        [TC, "qdisc", "del", "dev", dev, "ingress"],
+        [TC, "qdisc", "del", "dev", ifb, "root"],
+        *_tree(dev, slice_cidr, "dst", 16),
+        [TC, "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
+        [
+            TC,
+            "filter",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "ffff:",
+            "prio",
+            "1",
+            "protocol",
+            "ip",
+            "u32",
+            "match",
+            "u32",
+            "0",
+            "0",
+            "action",
+            "mirred",
+            "egress",
+            "redirect",
+            "dev",
+            ifb,
+        ],
+        *_tree(ifb, slice_cidr, "src", 12),
+    ]
+
+
+def _handles(address: str, slice_cidr: str) -> tuple[str, str]:
+    net = ipaddress.IPv4Network(slice_cidr, strict=True)
+    addr = ipaddress.IPv4Address(address)
+    if net.prefixlen < 16 or addr not in net:
+        raise SystemExit(f"grid-vpn-cap: {address} is not in slice {slice_cidr} (at most /16)")
+    offset = int(addr) - int(net.network_address)
+    if offset < 2 or addr == net.broadcast_address:
+        raise SystemExit(f"grid-vpn-cap: {address} is not a client address of {slice_cidr}")
+    third, last = addr.packed[2], addr.packed[3]
+    return f"1:{offset:x}", f"2:{last:x}:{third + 1:x}"
+
+
+def connect_commands(
+    inst: Mapping[str, Any], address: str, cap: Mapping[str, str]
+) -> list[list[str]]:
+    classid, handle = _handles(address, inst["slice"])
+    commands = []
+    for dev, match, rate in ((inst["dev"], "dst", cap["down"]), (inst["ifb"], "src", cap["up"])):
+        commands += [
+            [
+                TC,
+                "class",
+                "replace",
+                "dev",
+                dev,
+                "parent",
+                "1:",
+                "classid",
+                classid,
+                "htb",
+                "rate",
+                rate,
+                "ceil",
+                rate,
+                "quantum",
+                QUANTUM,
+            ],
+            [
+                TC,
+                "filter",
+                "replace",
+                "dev",
+                dev,
+                "parent",
+                "1:",
+                "prio",
+                "1",
+                "handle",
+                handle,
+                "protocol",
+                "ip",
+                "u32",
+                "ht",
+                handle.rsplit(":", 1)[0] + ":",
+                "match",
+                "ip",
+                match,
+                f"{address}/32",
+                "flowid",
+                classid,
+            ],
+        ]
+    return commands
+
+
+def disconnect_commands(inst: Mapping[str, Any], address: str) -> list[list[str]]:
+    classid, handle = _handles(address, inst["slice"])
+    commands = []
+    for dev in (inst["dev"], inst["ifb"]):
+        commands += [
+            [
+                TC,
+                "filter",
+                "del",
+                "dev",
+                dev,
+                "parent",
+                "1:",
+                "prio",
+                "1",
+                "handle",
+                handle,
+                "protocol",
+                "ip",
+                "u32",
+            ],
+            [TC, "class", "del", "dev", dev, "classid", classid],
+        ]
+    return commands
+
+
+def cap_for(config: Mapping[str, Any], requested: str | None) -> tuple[str, Mapping[str, str]]:
+    classes = config["classes"]
+    name = str(requested if requested in classes else config["default_class"])
+    return name, classes[name]
+
+
+def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[str]], bool, str]:
+    """The commands for this event, whether even deletions must succeed, and a log line."""
+    event = env.get("script_type", "")
+    inst = _instance(config, env.get("dev", ""))
+    if event == "up":
+        ifb_exists = os.path.exists(f"/sys/class/net/{inst['ifb']}")
+        link = [] if ifb_exists else [[IP, "link", "add", inst["ifb"], "type", "ifb"]]
+        commands = [*link, [IP, "link", "set", inst["ifb"], "up"], *up_commands(inst)]
+        return commands, False, f"shaping ready on {inst['dev']} and {inst['ifb']}"
+    address = env.get("ifconfig_pool_remote_ip", "")
+    who = env.get("common_name", "?")
+    if event == "client-connect":
+        name, cap = cap_for(config, env.get("UV_GRID_CLASS"))
+        line = f"cap {who} {address}: class {name}, down {cap['down']}, up {cap['up']}"
+        return connect_commands(inst, address, cap), True, line
+    if event == "client-disconnect":
+        return disconnect_commands(inst, address), False, f"cap removed for {who} {address}"
+    raise SystemExit(f"grid-vpn-cap: unexpected script_type {event!r}")
+
+
+def main() -> int:
+    with open(CONFIG, encoding="utf-8") as handle:
+        config = json.load(handle)
+    commands, strict, line = plan(os.environ, config)
+    for argv in commands:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        # Deleting what is not there (a first `up`, a second disconnect) is not an error;
+        # anything else that fails stops here, and OpenVPN refuses the client or the instance.
+        if result.returncode != 0 and not (argv[2] == "del" and not strict):
+            print(f"grid-vpn-cap: {' '.join(argv)}: {result.stderr.strip()}", file=sys.stderr)
+            return 1
+    print(f"grid-vpn-cap: {line}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

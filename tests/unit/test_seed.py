@@ -1,0 +1,107 @@
+"""The NoCloud seed: written by cvmc.gridmodel.seed, read by the research_vm role's reader."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path, PurePosixPath
+from types import ModuleType
+
+import pytest
+
+from cvmc.gridmodel import seed
+
+READER = Path(__file__).resolve().parents[2] / "roles/research_vm/files/grid_seed.py"
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+STATIC = "-----BEGIN OpenVPN Static key V1-----\nabcd\n-----END OpenVPN Static key V1-----\n"
+
+
+def reader() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("grid_seed", READER)
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["grid_seed"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def identity(**over: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "vm_name": "its-u11-boinc-20120415",
+        "slot": 1,
+        "client_config": "client\n",
+        "ca_cert": PEM,
+        "client_cert": PEM,
+        "client_key": KEY,
+        "tls_crypt_key": STATIC,
+        "condor_token": "eyJhbGciOiJIUzI1NiJ9.token",
+    }
+    base.update(over)
+    return base
+
+
+def test_the_reader_writes_back_exactly_what_the_seed_carries(tmp_path: Path) -> None:
+    files = seed.identity_files(**identity())  # type: ignore[arg-type]
+    text = seed.user_data(files)
+    parsed = reader().files_to_write(text)
+    assert {str(p): (data, mode) for p, data, mode in parsed} == files
+    assert files["/run/grid/vpn/client.key"][1] == 0o600
+    assert files["/run/grid/vm_name"][0] == b"its-u11-boinc-20120415\n"
+
+
+def test_the_reader_writes_files_atomically_with_their_modes(tmp_path: Path) -> None:
+    module = reader()
+    target = PurePosixPath(str(tmp_path)) / "vpn" / "client.key"
+    module.write([(target, b"secret", 0o600)])
+    written = Path(str(target))
+    assert written.read_bytes() == b"secret"
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in written.parent.iterdir()] == ["client.key"]
+
+
+@pytest.mark.parametrize(
+    ("user_data", "message"),
+    [
+        ("write_files: []", "not a #cloud-config"),
+        ("#cloud-config\n{}", "no write_files"),
+        ("#cloud-config\nwrite_files: [{path: /etc/passwd, content: x}]", "not under /run/grid"),
+        ("#cloud-config\nwrite_files: [{path: /run/grid/../etc/x, content: x}]", "not under"),
+        (
+            "#cloud-config\nwrite_files: [{path: /run/grid/x, content: x, permissions: '4755'}]",
+            "special bits",
+        ),
+        (
+            "#cloud-config\nwrite_files: [{path: /run/grid/x, content: x, encoding: gzip}]",
+            "not text or b64",
+        ),
+    ],
+)
+def test_the_reader_refuses_a_seed_that_reaches_outside_its_directory(
+    user_data: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        reader().files_to_write(user_data)
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"vm_name": "Bad Name"}, r"seed\.vm_name"),
+        ({"slot": 100}, r"seed\.slot"),
+        ({"client_key": "not a key"}, r"seed\.client_key"),
+        ({"tls_crypt_key": PEM}, r"seed\.tls_crypt_key"),
+    ],
+)
+def test_bad_identities_are_refused(over: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        seed.identity_files(**identity(**over))  # type: ignore[arg-type]
+
+
+def test_meta_data_and_paths_are_checked() -> None:
+    assert seed.meta_data("vm-1234", "lab-desktop-1-vm0").startswith('{"instance-id": "vm-1234"')
+    with pytest.raises(ValueError, match=r"seed\.hostname"):
+        seed.meta_data("vm-1", "bad host")
+    with pytest.raises(ValueError, match="not under /run/grid"):
+        seed.user_data({"/etc/shadow": (b"x", 0o600)})
