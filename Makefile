@@ -6,10 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Every Python file of the project: the package, the Ansible plugins and modules, the scripts
+# roles install, tests and benchmarks.
+PY_PATHS := src filter_plugins library tests bench $(wildcard roles/*/files)
 # Molecule scenarios, in the order `make test` runs them.
 SCENARIOS := $(sort $(notdir $(wildcard molecule/*)))
 
-.PHONY: lab lab-down test lint unit molecule testhosts venv clean bench
+.PHONY: lab lab-down test lint unit molecule testhosts venv clean bench test-deps
 
 ## Bring up the lab grid (containers on this machine) and run playbooks/site.yml against it.
 lab: venv testhosts
@@ -23,14 +26,18 @@ lab-down:
 test: lint unit molecule
 
 lint: venv
-	ruff check src filter_plugins tests bench
-	ruff format --check src filter_plugins tests bench
+	ruff check $(PY_PATHS)
+	ruff format --check $(PY_PATHS)
 	mypy
 	yamllint --strict .
 	ansible-lint --strict
 
-unit: venv
+unit: venv test-deps
 	pytest
+
+# The agent's integration tests need qemu, minisign, busybox and ISO readers (Debian packages).
+test-deps:
+	bash scripts/test-deps.sh
 
 molecule: venv testhosts
 	@for s in $(SCENARIOS); do echo "=== molecule test -s $$s"; molecule test -s $$s || exit 1; done

@@ -1,0 +1,27 @@
+#!/bin/bash
+# What the host-side tests need on a fresh Debian 12, installed only when missing: openvpn
+# (its real option parser checks the VM client config), and for the agent's integration
+# tests QEMU and qemu-img (the real QEMU driver), minisign (signatures both ways), busybox-static,
+# syslinux, mtools, dosfstools and cpio (the tiny test guest), genisoimage and xorriso (two
+# independent ISO readers for the NoCloud seed). Then it builds the tiny guest once
+# (tests/agent/guest/build.sh; rebuilt only when that script changes). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(openvpn qemu-system-x86 qemu-utils minisign busybox-static syslinux syslinux-common mtools
+  dosfstools cpio genisoimage xorriso)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+if ((${#missing[@]})); then
+  echo "test-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The guest build fetches the kernel package with apt-get download, which needs package lists.
+if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-[0-9]'; then
+  $sudo apt-get update -qq
+fi
+bash tests/agent/guest/build.sh .cache/agent-guest

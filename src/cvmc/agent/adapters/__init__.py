@@ -1,0 +1,1 @@
+"""Adapters: the agent's ports implemented against the real platform."""

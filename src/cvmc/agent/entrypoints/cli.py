@@ -1,0 +1,297 @@
+"""``cvmc``: the agent's command line.
+
+    cvmc agent run            run the agent (as the service account)
+    cvmc status               what the running agent is doing (its status file)
+    cvmc check                preflight: config, VT-x, hypervisor conflicts, RAM, disk, version
+    cvmc images list          installed images
+    cvmc images verify        re-check every installed image's signature and digest
+    cvmc images gc            evict to the budget
+    cvmc image sign           (admins) sign an image: manifest + minisign signatures
+
+Every command takes ``--config`` (default: $CVMC_CONFIG or /etc/cvmc/agent.json). Exit codes:
+0 fine, 1 a check or verification failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from cvmc import __version__
+from cvmc.agent import compose
+from cvmc.agent.adapters import minisign
+from cvmc.agent.domain.config import ConfigError
+from cvmc.agent.domain.engine import evaluate
+from cvmc.agent.logs import log_event, setup_logging
+from cvmc.agent.ports import HypervisorError, ImageError
+from cvmc.gridmodel.classad import validate_vm_name
+
+LOG = logging.getLogger("cvmc.cli")
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("CVMC_CONFIG") or compose.DEFAULT_CONFIG)
+
+
+def cmd_agent_run(args: argparse.Namespace) -> int:
+    config = compose.load_config(_config_path(args))
+    setup_logging(path=config.agent.log_file)
+    components = compose.build(config)
+    agent = components.agent(args.desktop)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log_event(
+        LOG,
+        logging.INFO,
+        "agent.start",
+        f"cvmc {__version__} starts",
+        hypervisor=config.agent.hypervisor,
+        max_vms=config.policy.max_vms,
+    )
+    agent.run(stop)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = compose.load_config(_config_path(args))
+    path = os.path.join(config.agent.state_dir, "status.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            status = json.load(fh)
+    except FileNotFoundError:
+        print(f"no status yet ({path} is missing): is the agent running?")
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(
+        f"desktop {status['desktop']}  policy: {status['policy']}  "
+        f"coordinator: {'ok' if status['coordinator_ok'] else 'unreachable'}  "
+        f"(updated {status.get('updated', '?')})"
+    )
+    for slot in status["slots"]:
+        what = (
+            f"{slot['vm_name']} {slot['cpus']} cpu {slot['memory_mb']} MB"
+            if slot["vm_name"]
+            else ""
+        )
+        print(f"  slot {slot['slot']}: {slot['state']:<9} {what}  {slot['reason']}")
+    return 0
+
+
+def _check_rows(config_path: str) -> list[tuple[str, bool, str]]:
+    rows: list[tuple[str, bool, str]] = []
+    config = compose.load_config(config_path)
+    rows.append(("config", True, f"{config_path} is valid"))
+    components = compose.build(config)
+    virt = components.probe.hw_virt()
+    need = config.policy.require_hw_virtualization
+    rows.append(
+        (
+            "hardware virtualisation",
+            virt.usable or not need,
+            f"{virt.detail}; "
+            + (f"held by {virt.held_by}" if virt.held_by else "free")
+            + ("" if need else " (not required by grid_policy)"),
+        )
+    )
+    try:
+        version = components.hypervisor.version()
+        rows.append((f"hypervisor {components.hypervisor.name}", True, version))
+    except HypervisorError as exc:
+        rows.append((f"hypervisor {components.hypervisor.name}", False, str(exc)))
+    res = components.resources.snapshot()
+    smallest = min(t.memory_mb for t in config.vm_types.values())
+    rows.append(
+        (
+            "memory",
+            res.memory_total_mb >= smallest + config.policy.reserve_mb,
+            f"{res.memory_total_mb} MB total, {res.memory_free_mb} MB free; the smallest "
+            f"VM type needs {smallest} MB + {config.policy.reserve_mb} MB reserve",
+        )
+    )
+    free = components.resources.disk_free_mb(config.agent.state_dir)
+    rows.append(
+        (
+            "disk",
+            free >= config.agent.image_budget_mb,
+            f"{free} MB free for an image budget of {config.agent.image_budget_mb} MB",
+        )
+    )
+    users = len(components.sessions.sessions())
+    from cvmc.agent.domain.engine import HostState  # noqa: PLC0415 - only for the report
+
+    verdict = evaluate(
+        config.policy,
+        dt.datetime.now(),
+        HostState(
+            users,
+            res.cpus,
+            res.memory_total_mb,
+            res.memory_free_mb,
+            virt,
+            res.battery_percent,
+            res.on_ac,
+        ),
+    )
+    rows.append(("policy now", True, f"{verdict.reason}; {users} user session(s)"))
+    return rows
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    rows = _check_rows(_config_path(args))
+    if args.json:
+        print(json.dumps([{"check": n, "ok": ok, "detail": d} for n, ok, d in rows], indent=1))
+    else:
+        for name, ok, detail in rows:
+            print(f"{'ok  ' if ok else 'FAIL'}  {name:<24} {detail}")
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    config = compose.load_config(_config_path(args))
+    store = compose.build(config).store
+    if args.action == "list":
+        for image in store.installed():
+            used = dt.datetime.fromtimestamp(image.last_used).isoformat(timespec="seconds")
+            print(
+                f"{image.vm_name:<32} {image.sha256[:16]}  {image.size >> 20:>6} MiB  "
+                f"{image.disk_format:<5} last used {used}"
+            )
+        print(f"{store.used_bytes() >> 20} MiB of {store.budget >> 20} MiB budget")
+        return 0
+    if args.action == "verify":
+        failed = 0
+        for image in store.installed():
+            try:
+                store.verify(image.sha256)
+                print(f"ok    {image.vm_name} {image.sha256[:16]}")
+            except ImageError as exc:
+                failed += 1
+                print(f"FAIL  {image.vm_name} {image.sha256[:16]}: {exc}")
+        return 1 if failed else 0
+    removed = store.gc(set())
+    print(f"removed {len(removed)}: {', '.join(r[:16] for r in removed) or 'nothing'}")
+    return 0
+
+
+def cmd_image_sign(args: argparse.Namespace) -> int:
+    vm_name = validate_vm_name(args.vm_name, name="--vm-name")
+    with open(args.key, encoding="utf-8") as fh:
+        key_text = fh.read()
+    if minisign.SecretKey.encrypted(key_text):
+        if args.password_file:
+            with open(args.password_file, "rb") as pf:
+                password = pf.read().rstrip(b"\r\n")
+        else:
+            password = getpass.getpass(f"password for {args.key}: ").encode()
+        key = minisign.SecretKey.load(key_text, password)
+    else:
+        key = minisign.SecretKey.load(key_text)
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in minisign.file_chunks(args.image):
+        digest.update(chunk)
+        size += len(chunk)
+    file_name = os.path.basename(args.image)
+    manifest = (
+        json.dumps(
+            {
+                "format_version": 1,
+                "vm_name": vm_name,
+                "file": file_name,
+                "size": size,
+                "sha256": digest.hexdigest(),
+                "disk_format": args.format,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            },
+            sort_keys=True,
+        ).encode()
+        + b"\n"
+    )
+    out = args.out_dir or os.path.dirname(os.path.abspath(args.image))
+    manifest_path = os.path.join(out, f"{file_name}.manifest.json")
+    with open(manifest_path, "wb") as fh:
+        fh.write(manifest)
+    comment = f"cvmc manifest\tvm_name:{vm_name}\tsha256:{digest.hexdigest()}"
+    with open(manifest_path + ".minisig", "w", encoding="utf-8") as fh:
+        fh.write(minisign.sign(key, manifest, trusted_comment=comment))
+    with open(os.path.join(out, f"{file_name}.minisig"), "w", encoding="utf-8") as fh:
+        fh.write(minisign.sign(key, minisign.file_chunks(args.image), file_name=file_name))
+    print(
+        f"signed {file_name} ({size} bytes, sha256 {digest.hexdigest()}) with key "
+        f"{key.public.key_id_hex}:\n  {manifest_path}\n  {manifest_path}.minisig\n"
+        f"  {os.path.join(out, file_name)}.minisig"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="cvmc", description="Condor VM Coordinator agent")
+    top.add_argument("--version", action="version", version=f"cvmc {__version__}")
+    top.add_argument(
+        "--config", help=f"agent config (JSON); default $CVMC_CONFIG or {compose.DEFAULT_CONFIG}"
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+    agent = sub.add_parser("agent", help="the agent service")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    run = agent_sub.add_parser("run", help="run the agent until SIGTERM")
+    run.add_argument("--desktop", help="desktop name (default: the host name)")
+    run.set_defaults(func=cmd_agent_run)
+    status = sub.add_parser("status", help="what the agent is doing")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    check = sub.add_parser("check", help="preflight report")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
+    images = sub.add_parser("images", help="the image store")
+    images.add_argument("action", choices=["list", "verify", "gc"])
+    images.set_defaults(func=cmd_images)
+    image = sub.add_parser("image", help="image tools for admins")
+    image_sub = image.add_subparsers(dest="image_command", required=True)
+    sign = image_sub.add_parser("sign", help="write a signed manifest and minisign signatures")
+    sign.add_argument("--key", required=True, help="minisign secret key file")
+    sign.add_argument("--password-file", help="its password (else asked on the terminal)")
+    sign.add_argument("--image", required=True)
+    sign.add_argument("--vm-name", required=True)
+    sign.add_argument("--format", default="qcow2", choices=["qcow2", "vdi", "vmdk", "raw"])
+    sign.add_argument("--out-dir")
+    sign.set_defaults(func=cmd_image_sign)
+    for p in (run, status, check, images, sign):
+        p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result: Any = args.func(args)
+    except (ConfigError, ValueError, minisign.SignatureError) as exc:
+        setup_logging()
+        log_event(
+            LOG,
+            logging.ERROR,
+            "config.invalid" if isinstance(exc, ConfigError) else "input.invalid",
+            f"{exc}; nothing was changed",
+        )
+        return 2
+    except OSError as exc:
+        setup_logging()
+        log_event(LOG, logging.ERROR, "io.error", str(exc))
+        return 2
+    return int(result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,681 @@
+"""The control loop: sense, decide (pure domain), act (through the ports), report.
+
+One tick, every ``poll_s`` (faster while a VM is being vacated):
+
+1. Read the clock (a wall-clock jump is logged and the policy re-evaluated at once), the
+   sessions and the resources, and evaluate the policy.
+2. Advance every slot's life cycle: launches in flight, VMs being vacated, cleanup.
+3. Take in the coordinator's last reply, if one arrived, and let :func:`plan` decide.
+4. Carry out the actions; send the next heartbeat when it is due.
+
+Slow work (heartbeats, downloads, base import, VM creation) runs on the executor, so a logon
+is seen within one tick even during a download. A launch checks its cancel flag between
+steps and the download checks it between chunks. Unit tests pass an executor that runs
+work inline and a fake clock, and replay a desktop's whole day.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from cvmc import __version__
+from cvmc.agent.domain import protocol
+from cvmc.agent.domain.config import AgentConfig
+from cvmc.agent.domain.engine import HostState, HwVirt, Verdict, evaluate
+from cvmc.agent.domain.leases import Decline, Lease
+from cvmc.agent.domain.planner import DeclineLease, StartVm, VacateVm, plan
+from cvmc.agent.domain.seed import seed_files
+from cvmc.agent.domain.slots import Slot, SlotState, transition
+from cvmc.agent.logs import log_event
+from cvmc.agent.ports import (
+    Clock,
+    CoordinatorClient,
+    CoordinatorError,
+    HostProbe,
+    Hypervisor,
+    HypervisorError,
+    Identities,
+    ImageError,
+    ImageStore,
+    Resources,
+    SeedFactory,
+    Sessions,
+    VmSpec,
+)
+
+__all__ = ["Agent", "InlineExecutor", "LaunchCancelledError"]
+
+LOG = logging.getLogger("cvmc.agent")
+P = ParamSpec("P")
+T = TypeVar("T")
+S = SlotState
+CLOCK_JUMP_S = 60.0
+FAST_POLL_S = 0.2
+VM_CHECK_S = 10.0
+HW_VIRT_REFRESH_S = 600.0
+
+
+class LaunchCancelledError(Exception):
+    """A launch was cancelled because its slot is being vacated."""
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once, in the caller's thread (unit tests, ``cvmc check``)."""
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+@dataclass
+class _Launch:
+    start: StartVm
+    cancel: threading.Event = field(default_factory=threading.Event)
+    phase: str = "fetching"  # fetching -> starting -> started
+    future: concurrent.futures.Future[None] | None = None
+    hard: bool = False
+    sha256: str | None = None
+
+
+@dataclass
+class _Ports:
+    clock: Clock
+    sessions: Sessions
+    resources: Resources
+    probe: HostProbe
+    hypervisor: Hypervisor
+    store: ImageStore
+    coordinator: CoordinatorClient
+    seeds: SeedFactory
+    identities: Identities
+
+
+class Agent:
+    """The agent's control loop. All state lives here; every decision is in the domain."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        desktop: str,
+        clock: Clock,
+        sessions: Sessions,
+        resources: Resources,
+        probe: HostProbe,
+        hypervisor: Hypervisor,
+        store: ImageStore,
+        coordinator: CoordinatorClient,
+        seeds: SeedFactory,
+        identities: Identities,
+        executor: concurrent.futures.Executor,
+        rand: Callable[[], float] = random.random,
+        status_sink: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.desktop = desktop
+        self.p = _Ports(
+            clock, sessions, resources, probe, hypervisor, store, coordinator, seeds, identities
+        )
+        self.executor = executor
+        self.rand = rand
+        self.status_sink = status_sink
+        self.slots = [Slot(i) for i in range(config.policy.max_vms)]
+        self.leases: tuple[Lease, ...] = ()
+        self.verdict: Verdict | None = None
+        self.host: HostState | None = None
+        self.coordinator_ok = False
+        self._handled: set[str] = set()
+        self._declines: list[Decline] = []
+        self._inflight: list[Decline] = []
+        self._hb: concurrent.futures.Future[Any] | None = None
+        self._hb_failures = 0
+        self._next_hb = 0.0
+        self._launches: dict[int, _Launch] = {}
+        self._next_check: dict[int, float] = {}
+        self._last_clock: tuple[dt.datetime, float] | None = None
+        self._hw_virt: tuple[HwVirt, float] | None = None
+        self._base_lock = threading.Lock()
+        self._status: dict[str, Any] = {}
+
+    # -- startup and shutdown ---------------------------------------------------------------
+
+    def startup(self) -> list[str]:
+        """Remove VMs, slot disks and seeds left by a crash. Returns what was removed."""
+        removed: list[str] = []
+        for vm in self.p.hypervisor.list_vms():
+            try:
+                if self.p.hypervisor.is_running(vm):
+                    self.p.hypervisor.power_off(vm)
+                self.p.hypervisor.destroy(vm)
+                removed.append(vm)
+            except HypervisorError as exc:
+                log_event(
+                    LOG, logging.ERROR, "orphan.failed", f"could not remove {vm}: {exc}", vm=vm
+                )
+        removed.extend(self.p.seeds.remove_all())
+        if removed:
+            log_event(
+                LOG,
+                logging.WARNING,
+                "orphan.removed",
+                f"removed {len(removed)} leftovers of an earlier run",
+                items=removed,
+            )
+        return removed
+
+    def drain(self, timeout_s: float) -> None:
+        """Vacate every VM (the service is stopping) and wait until all slots are idle."""
+        end = self.p.clock.monotonic() + timeout_s
+        now = self.p.clock.monotonic()
+        for slot in self.slots:
+            if slot.state in (S.FETCHING, S.STARTING, S.RUNNING):
+                self._vacate(slot, "the agent is stopping", hard=False, now=now)
+        while any(slot.state is not S.IDLE for slot in self.slots):
+            now = self.p.clock.monotonic()
+            if now >= end:
+                for slot in self.slots:
+                    if slot.state is S.VACATING:
+                        launch = self._launches.get(slot.index)
+                        if launch:
+                            launch.hard = True
+            self._advance(now)
+            if any(slot.state is not S.IDLE for slot in self.slots):
+                self.p.clock.sleep(FAST_POLL_S)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then drain."""
+        self.startup()
+        while not stop.is_set():
+            delay = self.tick()
+            self.p.clock.sleep(delay, stop)
+        self.drain(self.config.agent.vacate_deadline_s + 30.0)
+        log_event(LOG, logging.INFO, "agent.stopped", "all slots idle; the agent stops")
+
+    # -- one tick -------------------------------------------------------------------------
+
+    def sense(self) -> HostState:
+        """A host snapshot (hardware virtualisation is re-probed every ten minutes)."""
+        now = self.p.clock.monotonic()
+        if self._hw_virt is None or now - self._hw_virt[1] >= HW_VIRT_REFRESH_S:
+            self._hw_virt = (self.p.probe.hw_virt(), now)
+        res = self.p.resources.snapshot()
+        return HostState(
+            users=len(self.p.sessions.sessions()),
+            cpus=res.cpus,
+            memory_total_mb=res.memory_total_mb,
+            memory_free_mb=res.memory_free_mb,
+            hw_virt=self._hw_virt[0],
+            battery_percent=res.battery_percent,
+            on_ac=res.on_ac,
+        )
+
+    def tick(self) -> float:
+        """One pass of the loop; returns how long to sleep before the next one."""
+        mono = self.p.clock.monotonic()
+        wall = self.p.clock.now()
+        self._check_clock(wall, mono)
+        host = self.sense()
+        verdict = evaluate(self.config.policy, wall, host)
+        if self.verdict is None or verdict.reason != self.verdict.reason:
+            log_event(
+                LOG,
+                logging.INFO,
+                "policy.changed",
+                verdict.reason,
+                may_run=verdict.may_run,
+                may_start=verdict.may_start,
+                users=host.users,
+            )
+        self.host, self.verdict = host, verdict
+        self._advance(mono)
+        fresh = self._collect_heartbeat(mono)
+        actions = plan(
+            self.config.policy,
+            self.config.vm_types,
+            verdict,
+            host,
+            slots=self.slots,
+            leases=self.leases,
+            fresh=fresh,
+            handled=self._handled,
+            now=mono,
+        )
+        for action in actions:
+            if isinstance(action, VacateVm):
+                self._vacate(self.slots[action.slot], action.reason, action.hard, mono)
+            elif isinstance(action, StartVm):
+                self._start(action, mono)
+            elif isinstance(action, DeclineLease):
+                self._decline(action.decline)
+        if actions:
+            self._advance(mono)
+        self._send_heartbeat(mono, wall, host, verdict)
+        self._publish(mono)
+        busy = any(s.state in (S.VACATING, S.STOPPED) for s in self.slots)
+        return FAST_POLL_S if busy or actions else self.config.agent.poll_s
+
+    def _check_clock(self, wall: dt.datetime, mono: float) -> None:
+        if self._last_clock is not None:
+            last_wall, last_mono = self._last_clock
+            jump = (wall - last_wall).total_seconds() - (mono - last_mono)
+            if abs(jump) > CLOCK_JUMP_S:
+                log_event(
+                    LOG,
+                    logging.WARNING,
+                    "clock.jump",
+                    f"the wall clock jumped by {jump:+.0f} s; policy re-evaluated at the "
+                    "new time, leases keep their monotonic expiry",
+                    jump_s=round(jump),
+                )
+                self._next_hb = mono
+        self._last_clock = (wall, mono)
+
+    # -- slots ----------------------------------------------------------------------------
+
+    def _start(self, action: StartVm, now: float) -> None:
+        slot = self.slots[action.slot]
+        slot.lease = action.lease
+        slot.vm_name = action.vm_type.name
+        slot.memory_mb = action.memory_mb
+        slot.cpus = action.cpus
+        transition(slot, S.FETCHING, now, f"lease {action.lease.lease_id}")
+        self._handled.add(action.lease.lease_id)
+        launch = _Launch(action)
+        self._launches[slot.index] = launch
+        log_event(
+            LOG,
+            logging.INFO,
+            "vm.launch",
+            f"slot {slot.index}: starting {slot.vm_name} ({slot.cpus} cpus, {slot.memory_mb} MB)",
+            slot=slot.index,
+            vm_name=slot.vm_name,
+            lease_id=action.lease.lease_id,
+        )
+        launch.future = self.executor.submit(self._launch, launch)
+
+    def _vacate(self, slot: Slot, reason: str, hard: bool, now: float) -> None:
+        launch = self._launches.get(slot.index)
+        if launch is not None:
+            launch.cancel.set()
+            launch.hard = launch.hard or hard
+        transition(slot, S.VACATING, now, reason)
+        log_event(
+            LOG,
+            logging.INFO,
+            "vm.vacate",
+            f"slot {slot.index}: vacating ({reason})",
+            slot=slot.index,
+            vm_name=slot.vm_name,
+            hard=hard,
+        )
+
+    def _decline(self, decline: Decline) -> None:
+        self._declines.append(decline)
+        self._handled.add(decline.lease_id)  # declined once; forgotten when the reply drops it
+        log_event(
+            LOG,
+            logging.WARNING,
+            "lease.declined",
+            f"lease {decline.lease_id} declined: {decline.reason}: {decline.detail}",
+            lease_id=decline.lease_id,
+            reason=decline.reason,
+        )
+
+    def _advance(self, now: float) -> None:
+        for slot in self.slots:
+            launch = self._launches.get(slot.index)
+            if slot.state is S.FETCHING and launch and launch.phase != "fetching":
+                transition(slot, S.STARTING, now, "image ready")
+            done = launch is not None and launch.future is not None and launch.future.done()
+            if slot.state in (S.FETCHING, S.STARTING) and launch is not None and done:
+                self._launch_done(slot, launch, now)
+            if slot.state is S.RUNNING and now >= self._next_check.get(slot.index, 0.0):
+                self._next_check[slot.index] = now + VM_CHECK_S
+                if not self._running(slot.vm_id):
+                    transition(slot, S.STOPPED, now, "the VM stopped by itself")
+                    self._released(slot, "the VM stopped by itself")
+            if slot.state is S.VACATING:
+                self._advance_vacating(slot, launch, now)
+            if slot.state is S.STOPPED:
+                self._clean(slot, now)
+
+    def _launch_done(self, slot: Slot, launch: _Launch, now: float) -> None:
+        assert launch.future is not None
+        exc = launch.future.exception()
+        if exc is None:
+            if slot.state is S.FETCHING:
+                transition(slot, S.STARTING, now, "image ready")
+            transition(slot, S.RUNNING, now, "VM started")
+            self._next_check[slot.index] = now + VM_CHECK_S
+            log_event(
+                LOG,
+                logging.INFO,
+                "vm.running",
+                f"slot {slot.index}: {slot.vm_name} runs",
+                slot=slot.index,
+                vm_name=slot.vm_name,
+            )
+            return
+        if launch.cancel.is_set():
+            transition(slot, S.STOPPED, now, f"{slot.reason or 'cancelled'}; launch cancelled")
+            return
+        reason = exc.reason if isinstance(exc, ImageError) else "start_failed"
+        log_event(
+            LOG,
+            logging.ERROR,
+            "vm.launch_failed",
+            f"slot {slot.index}: {slot.vm_name} did not start: {reason}: {exc}",
+            slot=slot.index,
+            vm_name=slot.vm_name,
+            reason=reason,
+        )
+        if slot.lease is not None:
+            self._decline(Decline(slot.lease.lease_id, reason, str(exc)[:300]))
+        transition(slot, S.STOPPED, now, f"{reason}: {exc}"[:300])
+
+    def _advance_vacating(self, slot: Slot, launch: _Launch | None, now: float) -> None:
+        if launch is not None and launch.future is not None and not launch.future.done():
+            return  # the launch sees its cancel flag at its next step
+        hard = launch.hard if launch else False
+        hv = self.p.hypervisor
+        try:
+            if not self._running(slot.vm_id):
+                transition(slot, S.STOPPED, now, f"{slot.reason}; the VM is off")
+            elif hard:
+                hv.power_off(slot.vm_id)
+                transition(slot, S.STOPPED, now, f"{slot.reason}; powered off at once")
+            elif slot.deadline is None:
+                hv.request_shutdown(slot.vm_id)
+                slot.deadline = now + self.config.agent.vacate_deadline_s
+            elif now >= slot.deadline:
+                hv.power_off(slot.vm_id)
+                transition(slot, S.STOPPED, now, f"{slot.reason}; powered off at the deadline")
+        except HypervisorError as exc:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "vm.stop_failed",
+                f"slot {slot.index}: graceful stop failed ({exc}); powering off",
+                slot=slot.index,
+            )
+            try:
+                hv.power_off(slot.vm_id)
+                transition(slot, S.STOPPED, now, f"{slot.reason}; powered off after an error")
+            except HypervisorError as again:
+                log_event(
+                    LOG,
+                    logging.ERROR,
+                    "vm.poweroff_failed",
+                    f"slot {slot.index}: power off failed ({again}); retrying",
+                    slot=slot.index,
+                )
+        if slot.state is S.STOPPED:
+            self._released(slot, slot.reason)
+
+    def _released(self, slot: Slot, reason: str) -> None:
+        log_event(
+            LOG,
+            logging.INFO,
+            "vm.stopped",
+            f"slot {slot.index}: stopped ({reason})",
+            slot=slot.index,
+            vm_name=slot.vm_name,
+        )
+
+    def _clean(self, slot: Slot, now: float) -> None:
+        try:
+            self.p.hypervisor.destroy(slot.vm_id)
+            self.p.seeds.remove(slot.index)
+        except (HypervisorError, OSError) as exc:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "slot.cleanup_failed",
+                f"slot {slot.index}: cleanup failed ({exc}); retrying",
+                slot=slot.index,
+            )
+            return
+        self._launches.pop(slot.index, None)
+        self._next_check.pop(slot.index, None)
+        transition(slot, S.IDLE, now, "slot disk and seed discarded, lease released")
+
+    def _running(self, vm_id: str) -> bool:
+        try:
+            return self.p.hypervisor.is_running(vm_id)
+        except HypervisorError as exc:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "vm.state_unknown",
+                f"{vm_id}: state unknown ({exc}); taken as running",
+                vm=vm_id,
+            )
+            return True
+
+    # -- the launch, on the executor ------------------------------------------------------------
+
+    def _check(self, launch: _Launch) -> None:
+        if launch.cancel.is_set():
+            raise LaunchCancelledError("the slot is being vacated")
+
+    def _launch(self, launch: _Launch) -> None:
+        action = launch.start
+        slot, vm_type = action.slot, action.vm_type
+        identity = self.p.identities.for_slot(slot)
+        if identity is None:
+            raise ImageError("no_identity", f"no VPN identity or HTCondor token for slot {slot}")
+        try:
+            entries = protocol.parse_catalogue(self.p.coordinator.catalogue())
+        except (CoordinatorError, ValueError, OSError) as exc:
+            raise ImageError("image_unavailable", f"catalogue: {exc}") from exc
+        entry = next((e for e in entries if e.vm_name == vm_type.name), None)
+        if entry is None:
+            raise ImageError("image_unavailable", f"the catalogue has no image for {vm_type.name}")
+        self._check(launch)
+        manifest = self.p.store.ensure(
+            entry,
+            expect_vm_name=vm_type.name,
+            expect_file=vm_type.image,
+            progress=_progress_logger(slot, vm_type.name),
+            cancel=launch.cancel,
+        )
+        launch.sha256 = manifest.sha256
+        self._check(launch)
+        with self._base_lock:
+            if not self.p.hypervisor.has_base(manifest.sha256):
+                source = self.p.store.open(manifest.sha256)
+                try:
+                    self.p.hypervisor.prepare_base(manifest.sha256, manifest.disk_format, source)
+                finally:
+                    source.close()
+        self.p.store.touch(manifest.sha256)
+        self._check(launch)
+        launch.phase = "starting"
+        lease_id = action.lease.lease_id
+        try:
+            meta, user = seed_files(
+                desktop=self.desktop,
+                slot=slot,
+                vm_name=vm_type.name,
+                lease_id=lease_id,
+                identity=identity.files,
+                condor_token=identity.condor_token,
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ImageError("no_identity", f"slot {slot}: unusable identity: {exc}") from exc
+        seed = self.p.seeds.create(slot, meta, user)
+        spec = VmSpec(
+            vm_id=self.slots[slot].vm_id,
+            slot=slot,
+            vm_name=vm_type.name,
+            image_sha256=manifest.sha256,
+            disk_format=manifest.disk_format,
+            cpus=action.cpus,
+            memory_mb=action.memory_mb,
+            down_bits=vm_type.down_bits,
+            up_bits=vm_type.up_bits,
+            seed_iso=seed,
+            disk_gb=vm_type.disk_gb,
+        )
+        self.p.hypervisor.create(spec)
+        self._check(launch)
+        self.p.hypervisor.start(spec.vm_id)
+        launch.phase = "started"
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    def _collect_heartbeat(self, now: float) -> bool:
+        future = self._hb
+        if future is None or not future.done():
+            return False
+        self._hb = None
+        try:
+            reply = protocol.parse_heartbeat_reply(future.result(), now)
+        except (CoordinatorError, ValueError, OSError) as exc:
+            self._declines = self._inflight + self._declines
+            self._inflight = []
+            self._hb_failures += 1
+            delay = protocol.heartbeat_delay(
+                self.config.agent.heartbeat_s,
+                self._hb_failures,
+                self.config.agent.heartbeat_max_backoff_s,
+                self.rand(),
+            )
+            self._next_hb = now + delay
+            if self.coordinator_ok or self._hb_failures == 1:
+                log_event(
+                    LOG,
+                    logging.WARNING,
+                    "coordinator.unreachable",
+                    f"heartbeat failed ({exc}); starting nothing new, still enforcing "
+                    f"the local policy; next try in {delay:.0f} s",
+                    failures=self._hb_failures,
+                )
+            self.coordinator_ok = False
+            return False
+        if not self.coordinator_ok:
+            log_event(
+                LOG, logging.INFO, "coordinator.ok", "heartbeat accepted", leases=len(reply.leases)
+            )
+        self.coordinator_ok = True
+        self._hb_failures = 0
+        self._inflight = []
+        self.leases = reply.leases
+        current = {lease.lease_id for lease in reply.leases}
+        current |= {problem.lease_id for problem in reply.problems}
+        held = {s.lease.lease_id for s in self.slots if s.lease is not None}
+        self._handled &= current | held
+        for problem in reply.problems:
+            if problem.lease_id not in self._handled:
+                self._decline(problem)
+        self._next_hb = now + protocol.heartbeat_delay(reply.heartbeat_s, 0, 0, self.rand())
+        return True
+
+    def _send_heartbeat(self, now: float, wall: dt.datetime, host: HostState, v: Verdict) -> None:
+        if self._hb is not None or now < self._next_hb:
+            return
+        self._inflight, self._declines = self._declines, []
+        body = protocol.build_heartbeat(
+            sent_at=wall.astimezone().isoformat(timespec="seconds"),
+            agent_version=__version__,
+            host=host,
+            verdict=v,
+            facts=self._facts(),
+            slots=self.slots,
+            declined=self._inflight,
+            images=[(i.vm_name, i.sha256) for i in self.p.store.installed()],
+            now=now,
+        )
+        self._next_hb = float("inf")  # set again when the reply (or failure) arrives
+        self._hb = self.executor.submit(self.p.coordinator.heartbeat, body)
+
+    def _facts(self) -> protocol.DesktopFacts:
+        try:
+            version = self.p.hypervisor.version()
+        except HypervisorError:
+            version = "unknown"
+        return protocol.DesktopFacts(
+            disk_free_mb=self.p.resources.disk_free_mb(self.config.agent.state_dir),
+            hypervisor=self.p.hypervisor.name,
+            hypervisor_version=version,
+            max_vms=self.config.policy.max_vms,
+        )
+
+    def images_in_use(self) -> set[str]:
+        """Digests of the images behind busy slots (never evicted)."""
+        return {
+            launch.sha256
+            for index, launch in list(self._launches.items())
+            if launch.sha256 and self.slots[index].state is not S.IDLE
+        }
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self, now: float) -> dict[str, Any]:
+        """What ``cvmc status`` shows."""
+        v, host = self.verdict, self.host
+        return {
+            "desktop": self.desktop,
+            "policy": v.reason if v else "not evaluated yet",
+            "may_run": v.may_run if v else None,
+            "may_start": v.may_start if v else None,
+            "users": host.users if host else None,
+            "coordinator_ok": self.coordinator_ok,
+            "heartbeat_failures": self._hb_failures,
+            "slots": [
+                {
+                    "slot": s.index,
+                    "state": str(s.state),
+                    "vm_name": s.vm_name,
+                    "lease_id": s.lease.lease_id if s.lease else None,
+                    "memory_mb": s.memory_mb,
+                    "cpus": s.cpus,
+                    "for_s": round(now - s.since),
+                    "reason": s.reason,
+                }
+                for s in self.slots
+            ],
+        }
+
+    def _publish(self, now: float) -> None:
+        if self.status_sink is None:
+            return
+        status = self.status(now)
+        key = {**status, "slots": [{**s, "for_s": 0} for s in status["slots"]]}
+        if key != self._status:
+            self._status = key
+            self.status_sink(status)
+
+
+def _progress_logger(slot: int, vm_name: str) -> Callable[[int, int], None]:
+    state = {"next": 0}
+
+    def report(done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent >= state["next"] or done == total:
+            state["next"] = percent - percent % 10 + 10
+            log_event(
+                LOG,
+                logging.INFO,
+                "image.progress",
+                f"slot {slot}: {vm_name} image {percent}% ({done >> 20} of {total >> 20} MiB)",
+                slot=slot,
+                done=done,
+                total=total,
+                percent=percent,
+            )
+
+    return report

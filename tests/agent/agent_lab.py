@@ -1,0 +1,83 @@
+"""A lab desktop for the real agent: loopback coordinator and image servers, signed
+catalogue, identities, enrolment token and a config in the grid model's shape. Shared by the
+QEMU integration test and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.agent_fakes import lab_grid, write_identity
+from agent.agent_images import entry, entry_json
+from agent.agent_servers import CoordinatorServer, RangeServer
+
+from cvmc.agent.adapters import minisign
+
+ROOT = Path(__file__).resolve().parents[2]
+GUEST = ROOT / ".cache" / "agent-guest" / "guest.qcow2"
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+@dataclass
+class LabDesktop:
+    config: dict[str, Any]
+    coordinator: CoordinatorServer
+    images: RangeServer
+    key: minisign.SecretKey
+    grid: dict[str, Any]
+
+    def lease(self, lease_id: str, vm_name: str, memory_mb: int = 256) -> dict[str, Any]:
+        return {
+            "lease_id": lease_id,
+            "vm_name": vm_name,
+            "cpus": 1,
+            "memory_mb": memory_mb,
+            "ttl_s": 600,
+        }
+
+    def close(self) -> None:
+        self.coordinator.close()
+        self.images.close()
+
+
+def lab_desktop(tmp: Path, *, any_logon: bool, **agent: Any) -> LabDesktop:
+    """Every VM type of the lab grid served as the test guest, signed with a fresh key.
+
+    ``any_logon`` replaces the policy by one in which any logon stops grid load, whatever
+    the day and hour (so a test does not depend on when it runs).
+    """
+    key = minisign.SecretKey.generate()
+    coordinator = CoordinatorServer(tmp)
+    grid = lab_grid()
+    grid["coordinator_url"] = coordinator.url
+    if any_logon:
+        grid["policy"]["blackouts"] = [
+            {
+                "name": "any-logon",
+                "applies": "user_present",
+                "days": ALL_DAYS,
+                "start": "00:00",
+                "end": "23:59",
+            }
+        ]
+    images = RangeServer({t["image"]: str(GUEST) for t in grid["vm_types"]})
+    coordinator.catalogue = [
+        entry_json(
+            entry(key, GUEST, t["name"], f"{images.url}/images/{t['image']}", file_name=t["image"])
+        )
+        for t in grid["vm_types"]
+    ]
+    write_identity(tmp / "identity")
+    (tmp / "enrol.token").write_text("one-time-token-0123456789\n")
+    settings = {
+        "state_dir": str(tmp / "state"),
+        "hypervisor": "qemu",
+        "image_budget_mb": 512,
+        "trusted_keys": [key.public.line()],
+        "coordinator_ca_file": coordinator.cert,
+        "enrol_token_file": str(tmp / "enrol.token"),
+        "identity_dir": str(tmp / "identity"),
+        **agent,
+    }
+    return LabDesktop({"grid": grid, "agent": settings}, coordinator, images, key, grid)

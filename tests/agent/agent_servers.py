@@ -1,0 +1,284 @@
+"""Loopback servers for the agent's integration tests and benchmarks.
+
+- :class:`RangeServer`: an HTTP file server with ``Range`` support that counts the bytes it
+  sends and can be throttled (so a test can kill a download half-way).
+- :class:`CoordinatorServer`: the coordinator's HTTP contract (docs/coordinator-api.md) over
+  TLS with a throw-away certificate: one-time-token enrolment, HMAC-checked requests, strictly
+  increasing sequence numbers, leases and a signed catalogue. It is a test double written
+  from the contract, not the coordinator service; it binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from cvmc.agent.domain import protocol
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class RangeServer:
+    """Serve ``files`` (name -> path) on 127.0.0.1 with Range support."""
+
+    def __init__(
+        self, files: dict[str, str], *, rate_bytes_s: float | None = None, honour_range: bool = True
+    ) -> None:
+        self.files = files
+        self.rate = rate_bytes_s
+        self.honour_range = honour_range
+        self.sent = 0
+        self.requests: list[tuple[str, str | None]] = []
+        self.sent_per_request: list[int] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                range_header = self.headers.get("Range")
+                server.requests.append((name, range_header))
+                server.sent_per_request.append(0)
+                index = len(server.sent_per_request) - 1
+                if name not in server.files:
+                    self.send_error(404)
+                    return
+                data_path = server.files[name]
+                size = os.path.getsize(data_path)
+                start, end = 0, size - 1
+                match = _RANGE.match(range_header or "")
+                if match and server.honour_range:
+                    start = int(match.group(1))
+                    if match.group(2):
+                        end = min(int(match.group(2)), size - 1)
+                    if start >= size:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(end - start + 1))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                with open(data_path, "rb") as fh:
+                    fh.seek(start)
+                    left = end - start + 1
+                    began = time.monotonic()
+                    sent_here = 0
+                    while left > 0:
+                        chunk = fh.read(min(16384, left))
+                        try:
+                            self.wfile.write(chunk)
+                        except (BrokenPipeError, ConnectionResetError):
+                            return
+                        server.sent += len(chunk)
+                        server.sent_per_request[index] += len(chunk)
+                        sent_here += len(chunk)
+                        left -= len(chunk)
+                        if server.rate:
+                            ahead = sent_here / server.rate - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def self_signed(directory: Path) -> tuple[str, str]:
+    """A throw-away certificate for 127.0.0.1 and localhost: (cert path, key path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    import ipaddress  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+class CoordinatorServer:
+    """The documented coordinator contract on https://127.0.0.1:<port>."""
+
+    def __init__(self, directory: Path, *, token: str = "one-time-token-0123456789") -> None:  # noqa: S107 - a test token
+        self.tokens = {token}
+        self.desktops: dict[str, dict[str, Any]] = {}
+        self.leases: list[dict[str, Any]] = []
+        self.catalogue: list[dict[str, Any]] = []
+        self.heartbeats: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.on_heartbeat: Callable[[dict[str, Any]], None] | None = None
+        self.down = False
+        self.cert, key = self_signed(directory)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _error(self, code: str, message: str, **extra: Any) -> None:
+                server.errors.append(code)
+                self._reply(
+                    protocol.ERROR_CODES[code][0], {"error": code, "message": message, **extra}
+                )
+
+            def _body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _authenticate(self, body: bytes) -> str | None:
+                desktop = self.headers.get("X-CVMC-Desktop", "")
+                record = server.desktops.get(desktop)
+                if record is None:
+                    self._error("unknown_desktop", "enrol first")
+                    return None
+                try:
+                    seq = int(self.headers.get("X-CVMC-Seq", ""))
+                except ValueError:
+                    self._error("malformed", "X-CVMC-Seq")
+                    return None
+                scheme, _, mac = self.headers.get("Authorization", "").partition(" ")
+                expected = hmac.new(
+                    record["credential"],
+                    protocol.string_to_sign(self.command, self.path, desktop, seq, body),
+                    hashlib.sha256,
+                ).digest()
+                if scheme != protocol.AUTH_SCHEME or not hmac.compare_digest(
+                    base64.b64decode(mac or "=="), expected
+                ):
+                    self._error("bad_signature", "HMAC mismatch")
+                    return None
+                if seq <= record["last_seq"]:
+                    self._error("replayed_sequence", "seq too low", last_seq=record["last_seq"])
+                    return None
+                record["last_seq"] = seq
+                return desktop
+
+            def do_POST(self) -> None:
+                body = self._body()
+                if server.down:
+                    self._error("unavailable", "down for the test")
+                    return
+                if self.path == protocol.API_PREFIX + "/enrol":
+                    data = json.loads(body)
+                    if data.get("token") not in server.tokens:
+                        self._error("invalid_token", "unknown or used token")
+                        return
+                    server.tokens.discard(data["token"])
+                    desktop_id = f"d-{len(server.desktops) + 1}"
+                    credential = os.urandom(32)
+                    server.desktops[desktop_id] = {
+                        "credential": credential,
+                        "last_seq": 0,
+                        "name": data["desktop"],
+                    }
+                    self._reply(
+                        201,
+                        {
+                            "desktop_id": desktop_id,
+                            "credential": base64.b64encode(credential).decode(),
+                            "heartbeat_s": 60,
+                        },
+                    )
+                    return
+                if self.path == protocol.API_PREFIX + "/heartbeat":
+                    if self._authenticate(body) is None:
+                        return
+                    beat = json.loads(body)
+                    server.heartbeats.append(beat)
+                    if server.on_heartbeat:
+                        server.on_heartbeat(beat)
+                    self._reply(
+                        200,
+                        {
+                            "server_time": dt.datetime.now(dt.UTC).isoformat(),
+                            "heartbeat_s": 5,
+                            "leases": list(server.leases),
+                        },
+                    )
+                    return
+                self._error("malformed", f"no such endpoint {self.path}")
+
+            def do_GET(self) -> None:
+                if server.down:
+                    self._error("unavailable", "down for the test")
+                    return
+                if self.path != protocol.API_PREFIX + "/images":
+                    self._error("malformed", f"no such endpoint {self.path}")
+                    return
+                if self._authenticate(b"") is None:
+                    return
+                self._reply(200, {"images": server.catalogue})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

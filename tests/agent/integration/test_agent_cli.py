@@ -1,0 +1,112 @@
+"""The `cvmc` command line, run for real (console script and in-process)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from agent.agent_fakes import lab_config_dict
+
+from cvmc.agent.entrypoints import cli
+
+
+def write_config(tmp_path: Path, **agent: object) -> Path:
+    raw = lab_config_dict(state_dir=str(tmp_path / "state"), **agent)
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_the_console_script_is_installed() -> None:
+    exe = shutil.which("cvmc") or str(Path(sys.executable).parent / "cvmc")
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout.startswith("cvmc ")
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU missing")
+def test_check_reports_every_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, image_budget_mb=64)
+    code = cli.main(["check", "--config", str(config), "--json"])
+    rows = {row["check"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {
+        "config",
+        "hardware virtualisation",
+        "hypervisor qemu",
+        "memory",
+        "disk",
+        "policy now",
+    }
+    assert rows["hypervisor qemu"]["ok"]
+    assert rows["hypervisor qemu"]["detail"].startswith("7.")
+    assert code == (0 if all(r["ok"] for r in rows.values()) else 1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not JSON (line 1"),
+        (json.dumps({"grid": {}, "agent": {}}), "grid.max_vms_per_desktop: missing"),
+        ("BROKEN_POLICY", "grid_policy.blackouts[0].end"),
+    ],
+)
+def test_a_malformed_config_exits_2_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "agent.json"
+    if content == "BROKEN_POLICY":
+        raw = lab_config_dict(state_dir=str(tmp_path / "state"))
+        raw["grid"]["policy"]["blackouts"][0]["end"] = "25:00"
+        content = json.dumps(raw)
+    path.write_text(content)
+    code = cli.main(["agent", "run", "--config", str(path)])
+    assert code == 2
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "config.invalid"
+    assert message in line["msg"]
+    assert "nothing was changed" in line["msg"]
+    assert not (tmp_path / "state").exists()  # nothing was created
+
+
+def test_images_list_and_verify_on_an_empty_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["images", "list", "--config", str(config)]) == 0
+    assert "MiB of 4096 MiB budget" in capsys.readouterr().out
+    assert cli.main(["images", "verify", "--config", str(config)]) == 0
+    assert cli.main(["images", "gc", "--config", str(config)]) == 0
+
+
+def test_status_without_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["status", "--config", str(config)]) == 1
+    assert "is the agent running" in capsys.readouterr().out
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "status.json").write_text(
+        json.dumps(
+            {
+                "desktop": "lab-pc01",
+                "policy": "allowed",
+                "coordinator_ok": True,
+                "slots": [
+                    {
+                        "slot": 0,
+                        "state": "running",
+                        "vm_name": "its-u11-boinc-20120415",
+                        "cpus": 1,
+                        "memory_mb": 512,
+                        "reason": "VM started",
+                    }
+                ],
+            }
+        )
+    )
+    assert cli.main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "slot 0: running" in out
+    assert "its-u11-boinc-20120415 1 cpu 512 MB" in out
