@@ -9,11 +9,15 @@
 set -euo pipefail
 
 GRID_BASE_SUITE=bookworm
-GRID_BASE_PACKAGES=(
-  # systemd as PID 1, and what Ansible needs on a managed host
-  systemd systemd-sysv dbus python3 python3-apt sudo ca-certificates
+# debootstrap's own --include: systemd as PID 1, and what Ansible needs on a managed host.
+GRID_BASE_PACKAGES=(systemd systemd-sysv dbus python3 python3-apt sudo ca-certificates)
+# Installed with apt inside the new root, which resolves dependencies fully.
+GRID_EXTRA_PACKAGES=(
   # tools the verify steps use
   iproute2 iputils-ping procps less
+  # openvpn_gateway and research_vm (tunnel side): OpenVPN, nftables, tc, the PKI module's
+  # and the seed reader's Python libraries, and iperf3 for the cap measurements
+  openvpn nftables python3-cryptography python3-yaml iperf3
 )
 
 rootfs=${1:?usage: base-image.sh ROOTFS_DIR MIRROR_URI}
@@ -21,6 +25,14 @@ mirror=${2:?usage: base-image.sh ROOTFS_DIR MIRROR_URI}
 
 include=$(IFS=,; echo "${GRID_BASE_PACKAGES[*]}")
 debootstrap --variant=minbase --include="$include" "$GRID_BASE_SUITE" "$rootfs" "$mirror"
+
+# No service may start inside the chroot while packages install.
+printf '#!/bin/sh\nexit 101\n' > "$rootfs/usr/sbin/policy-rc.d"
+chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
+chroot "$rootfs" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive chroot "$rootfs" \
+  apt-get install -y -qq --no-install-recommends "${GRID_EXTRA_PACKAGES[@]}"
+rm -f "$rootfs/usr/sbin/policy-rc.d"
 
 # A container gets its machine-id from systemd at boot; an empty file keeps images identical.
 : > "$rootfs/etc/machine-id"

@@ -19,7 +19,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGE=${GRID_TESTHOSTS_IMAGE:-localhost/desktop-grid/debian12}
 # Networks the lab inventory and the molecule scenarios attach their containers to, with fixed
 # subnets so that inventories can name them (inventories/lab/group_vars/all/grid.yml).
-NETWORKS=(grid-lab=10.89.64.0/24 grid-campus=10.89.66.0/24 grid-molecule=10.89.65.0/24)
+NETWORKS=(grid-lab=10.89.64.0/24 grid-campus=10.89.66.0/24 grid-molecule=10.89.65.0/24
+          grid-vpn-carrier=10.89.67.0/24 grid-vpn-pool=10.89.68.0/24)
 SHIM_DIR=/usr/local/libexec/desktop-grid
 DROPIN=/etc/containers/containers.conf.d/50-desktop-grid.conf
 

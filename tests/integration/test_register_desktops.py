@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from lab_model import ROOT
+from ansible_run import ROOT, ansible_playbook
 
 pytestmark = pytest.mark.slow
 
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-
 
 def run(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [
-            ANSIBLE_PLAYBOOK,
-            "-i",
-            str(inventory),
-            str(ROOT / "playbooks/register_desktops.yml"),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    return ansible_playbook(
+        ROOT / "playbooks/register_desktops.yml", [inventory], args=extra, timeout=300
     )
 
 

@@ -6,48 +6,23 @@ marker file; the good lab model must pass and write it (so the marker check is n
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from lab_model import ROOT
+from ansible_run import ROOT, ansible_playbook
 from validation_cases import CASES, Case
 
 pytestmark = pytest.mark.slow
 
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-
 
 def run_validation(tmp_path: Path, extra: dict[str, object]) -> tuple[int, str, Path]:
     marker = tmp_path / "marker"
-    extra_file = tmp_path / "extra.json"
-    extra_file.write_text(json.dumps({**extra, "marker": str(marker)}))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    proc = subprocess.run(
-        [
-            ANSIBLE_PLAYBOOK,
-            "-i",
-            str(ROOT / "inventories/lab"),
-            "-i",
-            str(ROOT / "tests/fixtures/desktops.yml"),
-            str(ROOT / "tests/fixtures/validate_then_change.yml"),
-            "-e",
-            f"@{extra_file}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    proc = ansible_playbook(
+        ROOT / "tests/fixtures/validate_then_change.yml",
+        [ROOT / "inventories/lab", ROOT / "tests/fixtures/desktops.yml"],
+        extra={**extra, "marker": str(marker)},
+        extra_file=tmp_path / "extra.json",
         timeout=300,
-        check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr, marker
 
