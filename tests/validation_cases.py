@@ -237,3 +237,17 @@ CASES += [
         "NAT must never lead into the campus LAN",
     ),
 ]
+
+CASES += [
+    Case(
+        "duplicate-vm-identity",
+        {
+            "grid_desktop_registry": [
+                {"name": "lab-desktop-1", "index": 0},
+                {"name": "LAB-Desktop-1.lab.example", "index": 1},
+            ]
+        },
+        "grid_desktop_registry: 'lab-desktop-1' and 'LAB-Desktop-1.lab.example' are the same "
+        "desktop",
+    ),
+]

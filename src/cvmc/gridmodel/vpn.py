@@ -174,6 +174,8 @@ def client_config(
             f"tls-crypt {directory}/tls-crypt.key",
             f"setenv UV_GRID_CLASS {cap_class}",
             "push-peer-info",
+            # Over UDP, tell the gateway when the tunnel stops, so its cap goes at once.
+            *(["explicit-exit-notify 1"] if protocol == "udp" else []),
             "verb 3",
             "",
         ]
