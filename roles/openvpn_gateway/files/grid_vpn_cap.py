@@ -43,118 +43,41 @@ def _instance(config: Mapping[str, Any], dev: str) -> dict[str, str]:
     raise SystemExit(f"grid-vpn-cap: no instance uses device {dev!r} (see {CONFIG})")
 
 
+def _tc(command: str) -> list[str]:
+    """A tc argv from one line of words; every value here is free of spaces."""
+    return [TC, *command.split()]
+
+
 def _tree(dev: str, slice_cidr: str, match: str, at: int) -> list[list[str]]:
     """HTB root with a default class and a hash table of per-client u32 filters."""
     return [
-        [
-            TC,
-            "qdisc",
-            "replace",
-            "dev",
-            dev,
-            "root",
-            "handle",
-            "1:",
-            "htb",
-            "default",
-            format(DEFAULT_MINOR, "x"),
-        ],
-        [
-            TC,
-            "class",
-            "replace",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "classid",
-            f"1:{DEFAULT_MINOR:x}",
-            "htb",
-            "rate",
-            "10gbit",
-            "quantum",
-            QUANTUM,
-        ],
-        [
-            TC,
-            "filter",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "prio",
-            "1",
-            "handle",
-            HASH_TABLE,
-            "protocol",
-            "ip",
-            "u32",
-            "divisor",
-            "256",
-        ],
-        [
-            TC,
-            "filter",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "prio",
-            "1",
-            "protocol",
-            "ip",
-            "u32",
-            "ht",
-            "800::",
-            "match",
-            "ip",
-            match,
-            slice_cidr,
-            "hashkey",
-            "mask",
-            "0x000000ff",
-            "at",
-            str(at),
-            "link",
-            HASH_TABLE,
-        ],
+        _tc(f"qdisc replace dev {dev} root handle 1: htb default {DEFAULT_MINOR:x}"),
+        _tc(
+            f"class replace dev {dev} parent 1: classid 1:{DEFAULT_MINOR:x} htb rate 10gbit "
+            f"quantum {QUANTUM}"
+        ),
+        _tc(
+            f"filter add dev {dev} parent 1: prio 1 handle {HASH_TABLE} protocol ip u32 divisor 256"
+        ),
+        _tc(
+            f"filter add dev {dev} parent 1: prio 1 protocol ip u32 ht 800:: "
+            f"match ip {match} {slice_cidr} hashkey mask 0x000000ff at {at} link {HASH_TABLE}"
+        ),
     ]
 
 
 def up_commands(inst: Mapping[str, Any]) -> list[list[str]]:
     dev, ifb, slice_cidr = inst["dev"], inst["ifb"], inst["slice"]
     return [
-        [TC, "qdisc", "del", "dev", dev, "root"],
-        [TC, "qdisc", "del", "dev", dev, "ingress"],
-        [TC, "qdisc", "del", "dev", ifb, "root"],
+        _tc(f"qdisc del dev {dev} root"),
+        _tc(f"qdisc del dev {dev} ingress"),
+        _tc(f"qdisc del dev {ifb} root"),
         *_tree(dev, slice_cidr, "dst", 16),
-        [TC, "qdisc", "add", "dev", dev, "handle", "ffff:", "ingress"],
-        [
-            TC,
-            "filter",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "ffff:",
-            "prio",
-            "1",
-            "protocol",
-            "ip",
-            "u32",
-            "match",
-            "u32",
-            "0",
-            "0",
-            "action",
-            "mirred",
-            "egress",
-            "redirect",
-            "dev",
-            ifb,
-        ],
+        _tc(f"qdisc add dev {dev} handle ffff: ingress"),
+        _tc(
+            f"filter add dev {dev} parent ffff: prio 1 protocol ip u32 match u32 0 0 "
+            f"action mirred egress redirect dev {ifb}"
+        ),
         *_tree(ifb, slice_cidr, "src", 12),
     ]
 
@@ -171,55 +94,26 @@ def _handles(address: str, slice_cidr: str) -> tuple[str, str]:
     return f"1:{offset:x}", f"2:{last:x}:{third + 1:x}"
 
 
+def _client_filter(verb: str, dev: str, handle: str) -> str:
+    return f"filter {verb} dev {dev} parent 1: prio 1 handle {handle} protocol ip u32"
+
+
 def connect_commands(
     inst: Mapping[str, Any], address: str, cap: Mapping[str, str]
 ) -> list[list[str]]:
     classid, handle = _handles(address, inst["slice"])
+    bucket = handle.rsplit(":", 1)[0] + ":"
     commands = []
     for dev, match, rate in ((inst["dev"], "dst", cap["down"]), (inst["ifb"], "src", cap["up"])):
         commands += [
-            [
-                TC,
-                "class",
-                "replace",
-                "dev",
-                dev,
-                "parent",
-                "1:",
-                "classid",
-                classid,
-                "htb",
-                "rate",
-                rate,
-                "ceil",
-                rate,
-                "quantum",
-                QUANTUM,
-            ],
-            [
-                TC,
-                "filter",
-                "replace",
-                "dev",
-                dev,
-                "parent",
-                "1:",
-                "prio",
-                "1",
-                "handle",
-                handle,
-                "protocol",
-                "ip",
-                "u32",
-                "ht",
-                handle.rsplit(":", 1)[0] + ":",
-                "match",
-                "ip",
-                match,
-                f"{address}/32",
-                "flowid",
-                classid,
-            ],
+            _tc(
+                f"class replace dev {dev} parent 1: classid {classid} htb "
+                f"rate {rate} ceil {rate} quantum {QUANTUM}"
+            ),
+            _tc(
+                f"{_client_filter('replace', dev, handle)} ht {bucket} "
+                f"match ip {match} {address}/32 flowid {classid}"
+            ),
         ]
     return commands
 
@@ -229,23 +123,8 @@ def disconnect_commands(inst: Mapping[str, Any], address: str) -> list[list[str]
     commands = []
     for dev in (inst["dev"], inst["ifb"]):
         commands += [
-            [
-                TC,
-                "filter",
-                "del",
-                "dev",
-                dev,
-                "parent",
-                "1:",
-                "prio",
-                "1",
-                "handle",
-                handle,
-                "protocol",
-                "ip",
-                "u32",
-            ],
-            [TC, "class", "del", "dev", dev, "classid", classid],
+            _tc(_client_filter("del", dev, handle)),
+            _tc(f"class del dev {dev} classid {classid}"),
         ]
     return commands
 
