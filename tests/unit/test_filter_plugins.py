@@ -17,7 +17,7 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
-from cvmc.gridmodel import addressing, bandwidth
+from cvmc.gridmodel import addressing, bandwidth, enrolment
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "filter_plugins"
@@ -39,6 +39,7 @@ EXPECTED = {
     "grid_bandwidth": {"grid_rate_bits", "grid_rate_tc", "grid_rate_pfsense", "grid_rate_vbox"},
     "grid_classad": {"grid_vm_requirements", "grid_vm_name", "grid_vm_machine_attrs"},
     "grid_memory": {"grid_vm_memory_mb"},
+    "grid_enrolment": {"grid_enrol_token"},
 }
 
 
@@ -333,3 +334,13 @@ def test_ansible_runs_the_filter(tmp_path: Path, cvmc_installed: bool) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
     assert '"msg": "20mbit"' in result.stdout
+
+
+ENROL_KEY = "k" * 40
+
+
+def test_enrol_token_filter_mints_the_same_token_and_raises_ansible_filter_error() -> None:
+    mint = load_plugin("grid_enrolment").FilterModule().filters()["grid_enrol_token"]
+    assert mint(ENROL_KEY, "chem-lab-01", 2) == enrolment.enrol_token(ENROL_KEY, "chem-lab-01", 2)
+    with pytest.raises(AnsibleFilterError, match=r"^grid_coordinator_enrol_key: the enrolment key"):
+        mint("short", "chem-lab-01")
