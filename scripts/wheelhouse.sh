@@ -1,0 +1,43 @@
+#!/bin/bash
+# Build a wheelhouse on the controller, so that hosts install cvmc with no index at all
+# (`pip install --no-index --find-links`): desktops and the coordinator reach no package mirror.
+#   scripts/wheelhouse.sh coordinator [DIR]  cvmc[coordinator] and its dependencies for the
+#                                            controller's own platform (Linux x86_64, CPython 3.11)
+#   scripts/wheelhouse.sh windows [DIR]      the cvmc agent and its dependencies for Windows
+#                                            x86_64, CPython 3.11 (the embeddable distribution)
+# DIR defaults to .cache/wheelhouse/<target>. The directory is rebuilt in a temporary sibling
+# and renamed into place, so a failed build leaves the previous wheelhouse as it was. A
+# wheelhouse that is newer than pyproject.toml and src/ is kept (prints "unchanged").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:?usage: scripts/wheelhouse.sh coordinator|windows [DIR]}
+out=${2:-.cache/wheelhouse/$target}
+pip=${PIP:-.venv/bin/pip}
+case $target in
+  coordinator | windows) ;;
+  *) echo "wheelhouse: unknown target '$target' (coordinator or windows)" >&2; exit 2 ;;
+esac
+if [[ -f $out/.complete ]] && [[ -z $(find pyproject.toml src -newer "$out/.complete" -print -quit) ]]; then
+  echo "wheelhouse: $out unchanged"
+  exit 0
+fi
+tmp=$(mktemp -d "$(dirname "$out")/.wheelhouse.XXXXXX" 2>/dev/null || { mkdir -p "$(dirname "$out")"; mktemp -d "$(dirname "$out")/.wheelhouse.XXXXXX"; })
+trap 'rm -rf "$tmp"' EXIT
+"$pip" wheel --quiet --no-deps --wheel-dir "$tmp" .
+if [[ $target == coordinator ]]; then
+  "$pip" wheel --quiet --wheel-dir "$tmp" ".[coordinator]"
+else
+  # The agent's runtime dependencies, as pinned in pyproject.toml, built for Windows.
+  mapfile -t deps < <("$(dirname "$pip")/python" -c '
+import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  "$pip" download --quiet --only-binary=:all: --platform win_amd64 --python-version 3.11 \
+    --implementation cp --dest "$tmp" "${deps[@]}"
+fi
+touch "$tmp/.complete"
+rm -rf "$out.old"
+[[ ! -e $out ]] || mv "$out" "$out.old"
+mv "$tmp" "$out"
+rm -rf "$out.old"
+trap - EXIT
+echo "wheelhouse: $out built ($(find "$out" -name '*.whl' | wc -l) wheels)"
