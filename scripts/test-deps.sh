@@ -3,12 +3,14 @@
 # (its real option parser checks the VM client config), and for the agent's integration
 # tests QEMU and qemu-img (the real QEMU driver), minisign (signatures both ways), busybox-static,
 # syslinux, mtools, dosfstools and cpio (the tiny test guest), genisoimage and xorriso (two
-# independent ISO readers for the NoCloud seed). Then it builds the tiny guest once
-# (tests/agent/guest/build.sh; rebuilt only when that script changes). Idempotent.
+# independent ISO readers for the NoCloud seed); for the coordinator's tests Debian's PostgreSQL
+# server (started here, with a test role and database) and chromium (the dashboard screenshot).
+# Then it builds the tiny guest once (tests/agent/guest/build.sh; rebuilt only when that script
+# changes). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(openvpn qemu-system-x86 qemu-utils minisign busybox-static syslinux syslinux-common mtools
-  dosfstools cpio genisoimage xorriso)
+  dosfstools cpio genisoimage xorriso postgresql chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -24,4 +26,5 @@ fi
 if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-[0-9]'; then
   $sudo apt-get update -qq
 fi
+bash scripts/test-postgres.sh
 bash tests/agent/guest/build.sh .cache/agent-guest

@@ -1,0 +1,94 @@
+"""The database tables (SQLAlchemy Core). Alembic migrations (``cvmc.coordinator.migrations``)
+create them; this module is what the store queries. A test checks the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["declines", "desktops", "enrolments", "leases", "metadata", "samples"]
+
+metadata = MetaData()
+
+#: One row per enrolled desktop. ``salt`` is not the credential: the credential is
+#: HMAC(enrolment key, id, salt), so a copy of the database alone signs nothing.
+desktops = Table(
+    "desktops",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(253), nullable=False, unique=True),
+    Column("department", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("salt", LargeBinary(32), nullable=False),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+    Column("enrolled_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_seen", Float, nullable=True),
+    Column("platform", String(16), nullable=False),
+    Column("agent_version", String(32), nullable=False),
+    Column("users", Integer, nullable=False, default=0),
+    Column("may_start", Boolean, nullable=False, default=False),
+    Column("may_run", Boolean, nullable=False, default=False),
+    Column("hw_virt", Boolean, nullable=False, default=False),
+    Column("cpus", Integer, nullable=False, default=0),
+    Column("memory_free_mb", Integer, nullable=False, default=0),
+    Column("max_vms", Integer, nullable=False, default=0),
+    Column("busy_slots", Integer, nullable=False, default=0),
+    Column("unleased_vms", Integer, nullable=False, default=0),
+    Column("policy", String(300), nullable=False, default=""),
+)
+
+#: Every (desktop, token generation) ever accepted: a token works once.
+enrolments = Table(
+    "enrolments",
+    metadata,
+    Column("desktop", String(253), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("used_at", Float, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("desktop_id", String(64), ForeignKey("desktops.id"), nullable=False),
+    Column("vm_name", String(63), nullable=False),
+    Column("cpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("start_by", Float, nullable=False),
+    Column("state", String(16), nullable=False),  # offered | starting | running
+    Index("ix_leases_desktop_id", "desktop_id"),
+)
+
+#: A desktop declined a type: do not offer it that type again before ``until``.
+declines = Table(
+    "declines",
+    metadata,
+    Column("desktop_id", String(64), primary_key=True),
+    Column("vm_name", String(63), primary_key=True),
+    Column("until", Float, nullable=False),
+    Column("reason", String(32), nullable=False),
+)
+
+#: Demand and supply over time, one row per allocation round (the dashboard's chart).
+samples = Table(
+    "samples",
+    metadata,
+    Column("at", Float, primary_key=True),
+    Column("demand", Text, nullable=False),  # JSON {vm_name: jobs}
+    Column("supply", Text, nullable=False),  # JSON {vm_name: leases}
+    Column("running", Text, nullable=False),  # JSON {vm_name: running VMs}
+)

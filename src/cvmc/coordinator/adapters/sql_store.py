@@ -1,0 +1,517 @@
+"""The ``Store`` port on SQLAlchemy Core: SQLite (embedded default) or PostgreSQL.
+
+A heartbeat is one short transaction: a conditional UPDATE of the desktop's row (which moves
+``last_seq`` only if the new one is greater and the desktop is not revoked, so two racing
+requests cannot both pass), a SELECT of its leases, and lease changes only when the slots say
+something new. SQLite writers are serialized by a lock in the process (no busy waits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from cvmc.coordinator.adapters.schema import declines, desktops, enrolments, leases, samples
+from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
+from cvmc.coordinator.ports import (
+    AuthRecord,
+    DashboardCounts,
+    HeartbeatUpdate,
+    ReplayedError,
+    RevokedError,
+    Store,
+    TokenUsedError,
+    UnknownDesktopError,
+)
+from cvmc.gridmodel.addressing import desktop_id as canonical
+
+__all__ = ["SqlStore"]
+
+#: The heartbeat's row update, built once (no per-request statement building or cache keys).
+_STATE_COLUMNS = (
+    "agent_version",
+    "users",
+    "may_start",
+    "may_run",
+    "hw_virt",
+    "cpus",
+    "memory_free_mb",
+    "max_vms",
+    "busy_slots",
+    "unleased_vms",
+    "policy",
+)
+_ACCEPT = (
+    update(desktops)
+    .where(
+        desktops.c.id == bindparam("b_id"),
+        desktops.c.last_seq < bindparam("b_seq"),
+        desktops.c.revoked_at.is_(None),
+    )
+    .values(
+        last_seq=bindparam("b_seq"),
+        last_seen=bindparam("b_now"),
+        **{name: bindparam(f"b_{name}") for name in _STATE_COLUMNS},
+    )
+)
+_TOUCH = (
+    update(desktops)
+    .where(
+        desktops.c.id == bindparam("b_id"),
+        desktops.c.last_seq < bindparam("b_seq"),
+        desktops.c.revoked_at.is_(None),
+    )
+    .values(last_seq=bindparam("b_seq"))
+)
+#: PostgreSQL: the row update and the lease read in one statement (one round trip).
+_ACCEPT_PG = text(
+    "WITH acc AS (UPDATE desktops SET last_seq = :b_seq, last_seen = :b_now, "
+    "agent_version = :b_agent_version, users = :b_users, may_start = :b_may_start, "
+    "may_run = :b_may_run, hw_virt = :b_hw_virt, cpus = :b_cpus, "
+    "memory_free_mb = :b_memory_free_mb, max_vms = :b_max_vms, busy_slots = :b_busy_slots, "
+    "policy = :b_policy, unleased_vms = (SELECT count(*) FROM "
+    "unnest(CAST(:b_busy AS text[])) AS b(lease_id) WHERE b.lease_id IS NULL OR NOT EXISTS "
+    "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = :b_id)) "
+    "WHERE id = :b_id AND last_seq < :b_seq AND revoked_at IS NULL RETURNING id) "
+    "SELECT (SELECT count(*) FROM acc) AS accepted, l.id, l.desktop_id, l.vm_name, l.cpus, "
+    "l.memory_mb, l.created_at, l.start_by, l.state "
+    "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = :b_id"
+)
+_LEASES_OF = select(leases).where(leases.c.desktop_id == bindparam("b_id"))
+_LEASE_STATE = (
+    update(leases).where(leases.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
+)
+_AUTH = select(desktops.c.id, desktops.c.salt, desktops.c.last_seq, desktops.c.revoked_at).where(
+    desktops.c.id == bindparam("b_id")
+)
+
+
+def _lease(row: Any) -> LeaseView:  # noqa: ANN401 - a SQLAlchemy row
+    return LeaseView(
+        id=row.id,
+        desktop_id=row.desktop_id,
+        vm_name=row.vm_name,
+        cpus=row.cpus,
+        memory_mb=row.memory_mb,
+        created_at=row.created_at,
+        start_by=row.start_by,
+        state=row.state,
+    )
+
+
+def _row_values(
+    desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, unleased: int
+) -> dict[str, Any]:
+    return {
+        "b_id": desktop_id,
+        "b_seq": seq,
+        "b_now": now,
+        "b_agent_version": update_.agent_version,
+        "b_users": update_.users,
+        "b_may_start": update_.may_start,
+        "b_may_run": update_.may_run,
+        "b_hw_virt": update_.hw_virt,
+        "b_cpus": update_.cpus,
+        "b_memory_free_mb": update_.memory_free_mb,
+        "b_max_vms": update_.max_vms,
+        "b_busy_slots": update_.busy_slots,
+        "b_unleased_vms": unleased,
+        "b_policy": update_.policy,
+    }
+
+
+@dataclass
+class _Plan:
+    """What a heartbeat changes in its desktop's leases."""
+
+    kept: list[LeaseView] = field(default_factory=list)
+    states: list[tuple[str, str]] = field(default_factory=list)  # (lease id, new state)
+    gone: list[str] = field(default_factory=list)  # declined, released or expired
+    blocks: list[tuple[str, str]] = field(default_factory=list)  # (vm_name, decline reason)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.states or self.gone or self.blocks)
+
+
+def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Plan:
+    """A lease in a slot is starting or running; a declined one goes (and its type backs off,
+    unless it merely expired); a held lease no longer in a slot was released; an offer not in
+    a slot stays until its start_by."""
+    plan = _Plan()
+    declined = dict(update_.declined)
+    for lease in current:
+        slot_state = update_.slot_leases.get(lease.id)
+        if lease.id in declined:
+            plan.gone.append(lease.id)
+            if declined[lease.id] != "expired":
+                plan.blocks.append((lease.vm_name, declined[lease.id]))
+        elif slot_state is None or slot_state == "stopped":
+            if lease.state == "offered" and slot_state is None and lease.start_by > now:
+                plan.kept.append(lease)
+            else:
+                plan.gone.append(lease.id)
+        else:
+            state = "running" if slot_state in ("running", "vacating") else "starting"
+            if state != lease.state:
+                plan.states.append((lease.id, state))
+            plan.kept.append(replace(lease, state=state))
+    return plan
+
+
+class SqlStore(Store):
+    def __init__(self, engine: Engine, heartbeat_engine: Engine | None = None) -> None:
+        self.engine = engine
+        #: PostgreSQL: heartbeats commit through an engine with synchronous_commit = off.
+        self.heartbeat_engine = heartbeat_engine or engine
+        self._sqlite = engine.url.get_backend_name() == "sqlite"
+        self.embedded = self._sqlite
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        if self._sqlite:
+            with self._lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.heartbeat_engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- enrolment ------------------------------------------------------------------------
+
+    def enrol(
+        self,
+        *,
+        name: str,
+        department: str,
+        generation: int,
+        platform: str,
+        agent_version: str,
+        now: float,
+    ) -> tuple[str, bytes]:
+        key = canonical(name)
+        new_id = "d-" + secrets.token_hex(8)
+        salt = secrets.token_bytes(32)
+        with self._write() as conn:
+            used = conn.execute(
+                select(enrolments.c.used_at).where(
+                    enrolments.c.desktop == key, enrolments.c.generation == generation
+                )
+            ).first()
+            if used is not None:
+                raise TokenUsedError(f"{name} generation {generation}")
+            conn.execute(insert(enrolments).values(desktop=key, generation=generation, used_at=now))
+            old = conn.execute(select(desktops.c.id).where(desktops.c.name == key)).scalar()
+            if old is not None:
+                conn.execute(delete(leases).where(leases.c.desktop_id == old))
+                conn.execute(delete(declines).where(declines.c.desktop_id == old))
+                conn.execute(delete(desktops).where(desktops.c.id == old))
+            conn.execute(
+                insert(desktops).values(
+                    id=new_id,
+                    name=key,
+                    department=department,
+                    generation=generation,
+                    salt=salt,
+                    last_seq=0,
+                    enrolled_at=now,
+                    revoked_at=None,
+                    last_seen=None,
+                    platform=platform,
+                    agent_version=agent_version,
+                    users=0,
+                    may_start=False,
+                    may_run=False,
+                    hw_virt=False,
+                    cpus=0,
+                    memory_free_mb=0,
+                    max_vms=0,
+                    busy_slots=0,
+                    unleased_vms=0,
+                    policy="",
+                )
+            )
+        return new_id, salt
+
+    def auth(self, desktop_id: str) -> AuthRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_AUTH, {"b_id": desktop_id}).first()
+        if row is None:
+            return None
+        return AuthRecord(row.id, bytes(row.salt), int(row.last_seq), row.revoked_at is not None)
+
+    def _refusal(self, conn: Connection, desktop_id: str) -> Exception:
+        row = conn.execute(
+            select(desktops.c.last_seq, desktops.c.revoked_at).where(desktops.c.id == desktop_id)
+        ).first()
+        if row is None:
+            return UnknownDesktopError(desktop_id)
+        if row.revoked_at is not None:
+            return RevokedError(desktop_id)
+        return ReplayedError(int(row.last_seq))
+
+    def touch(self, desktop_id: str, seq: int, now: float) -> None:
+        with self._write() as conn:
+            done = conn.execute(_TOUCH, {"b_id": desktop_id, "b_seq": seq})
+            if done.rowcount != 1:
+                raise self._refusal(conn, desktop_id)
+
+    # -- heartbeats -----------------------------------------------------------------------
+
+    def heartbeat(
+        self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
+    ) -> list[LeaseView]:
+        if not self._sqlite:
+            return self._heartbeat_postgres(desktop_id, seq, now, update_, backoff_s)
+        with self._write() as conn:
+            current = [_lease(row) for row in conn.execute(_LEASES_OF, {"b_id": desktop_id})]
+            ours = {lease.id for lease in current}
+            unleased = sum(
+                1 for lease_id in update_.busy_lease_ids if lease_id is None or lease_id not in ours
+            )
+            done = conn.execute(_ACCEPT, _row_values(desktop_id, seq, now, update_, unleased))
+            if done.rowcount != 1:
+                raise self._refusal(conn, desktop_id)
+            plan = _plan(current, update_, now)
+            self._apply_plan(conn, desktop_id, plan, now, backoff_s)
+        return plan.kept
+
+    def _heartbeat_postgres(
+        self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
+    ) -> list[LeaseView]:
+        """One round trip (autocommit): update the row and read the leases in one statement;
+        lease changes, which are rare, follow in a transaction of their own."""
+        values = _row_values(desktop_id, seq, now, update_, 0)
+        values["b_busy"] = list(update_.busy_lease_ids)
+        with self.heartbeat_engine.connect().execution_options(
+            isolation_level="AUTOCOMMIT"
+        ) as conn:
+            rows = conn.execute(_ACCEPT_PG, values).all()
+            if not rows or rows[0].accepted != 1:
+                raise self._refusal(conn, desktop_id)
+        current = [_lease(row) for row in rows if row.id is not None]
+        plan = _plan(current, update_, now)
+        if plan.changes:
+            with self._write() as conn:
+                self._apply_plan(conn, desktop_id, plan, now, backoff_s)
+        return plan.kept
+
+    def _apply_plan(
+        self, conn: Connection, desktop_id: str, plan: _Plan, now: float, backoff_s: float
+    ) -> None:
+        for lease_id, state in plan.states:
+            conn.execute(_LEASE_STATE, {"b_id": lease_id, "b_state": state})
+        if plan.gone:
+            conn.execute(delete(leases).where(leases.c.id.in_(plan.gone)))
+        if backoff_s > 0:
+            for vm_name, reason in plan.blocks:
+                self._block(conn, desktop_id, vm_name, now + backoff_s, reason)
+
+    def _block(
+        self, conn: Connection, desktop_id: str, vm_name: str, until: float, why: str
+    ) -> None:
+        conn.execute(
+            delete(declines).where(
+                declines.c.desktop_id == desktop_id, declines.c.vm_name == vm_name
+            )
+        )
+        conn.execute(
+            insert(declines).values(desktop_id=desktop_id, vm_name=vm_name, until=until, reason=why)
+        )
+
+    # -- revocation -----------------------------------------------------------------------
+
+    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]:
+        revoked: list[str] = []
+        unchanged: list[str] = []
+        with self._write() as conn:
+            for name in names:
+                try:
+                    key = canonical(name)
+                except ValueError:
+                    unchanged.append(name)
+                    continue
+                row = conn.execute(
+                    select(desktops.c.id).where(
+                        desktops.c.name == key, desktops.c.revoked_at.is_(None)
+                    )
+                ).first()
+                if row is None:
+                    unchanged.append(name)
+                    continue
+                conn.execute(update(desktops).where(desktops.c.id == row.id).values(revoked_at=now))
+                conn.execute(delete(leases).where(leases.c.desktop_id == row.id))
+                revoked.append(name)
+        return revoked, unchanged
+
+    # -- allocation -----------------------------------------------------------------------
+
+    def snapshot(
+        self, now: float, offline_after_s: float
+    ) -> tuple[list[DesktopView], list[LeaseView], frozenset[tuple[str, str]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    desktops.c.id,
+                    desktops.c.department,
+                    desktops.c.last_seen,
+                    desktops.c.may_start,
+                    desktops.c.hw_virt,
+                    desktops.c.max_vms,
+                    desktops.c.memory_free_mb,
+                    desktops.c.revoked_at,
+                    desktops.c.unleased_vms,
+                )
+            ).all()
+            cutoff = now - offline_after_s
+            views = [
+                DesktopView(
+                    desk_id,
+                    department,
+                    seen is not None and seen >= cutoff,
+                    bool(may_start),
+                    bool(hw_virt),
+                    max_vms,
+                    memory,
+                    revoked is not None,
+                    unleased,
+                )
+                for (
+                    desk_id,
+                    department,
+                    seen,
+                    may_start,
+                    hw_virt,
+                    max_vms,
+                    memory,
+                    revoked,
+                    unleased,
+                ) in rows
+            ]
+            current = [_lease(row) for row in conn.execute(select(leases))]
+            blocked = frozenset(
+                (row.desktop_id, row.vm_name)
+                for row in conn.execute(
+                    select(declines.c.desktop_id, declines.c.vm_name).where(declines.c.until > now)
+                )
+            )
+        return views, current, blocked
+
+    def apply(
+        self,
+        allocation: Allocation,
+        now: float,
+        sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
+        keep_history_s: float,
+    ) -> None:
+        with self._write() as conn:
+            if allocation.revoked:
+                ids = list(allocation.revoked)
+                for start in range(0, len(ids), 500):
+                    conn.execute(delete(leases).where(leases.c.id.in_(ids[start : start + 500])))
+            if allocation.new:
+                # Only desktops that still exist and are not revoked get the new leases.
+                live = set(
+                    conn.execute(
+                        select(desktops.c.id).where(
+                            desktops.c.id.in_({lease.desktop_id for lease in allocation.new}),
+                            desktops.c.revoked_at.is_(None),
+                        )
+                    ).scalars()
+                )
+                rows = [{**lease.__dict__} for lease in allocation.new if lease.desktop_id in live]
+                if rows:
+                    conn.execute(insert(leases), rows)
+            demand, supply, running = sample
+            conn.execute(delete(samples).where(samples.c.at == now))
+            conn.execute(
+                insert(samples).values(
+                    at=now,
+                    demand=json.dumps(dict(demand), sort_keys=True),
+                    supply=json.dumps(dict(supply), sort_keys=True),
+                    running=json.dumps(dict(running), sort_keys=True),
+                )
+            )
+            conn.execute(delete(samples).where(samples.c.at < now - keep_history_s))
+            conn.execute(delete(declines).where(declines.c.until <= now))
+
+    # -- dashboard ------------------------------------------------------------------------
+
+    def counts(self, now: float, offline_after_s: float) -> DashboardCounts:
+        cutoff = now - offline_after_s
+        state = case(
+            (desktops.c.revoked_at.is_not(None), "revoked"),
+            (desktops.c.last_seen.is_(None), "offline"),
+            (desktops.c.last_seen < cutoff, "offline"),
+            (desktops.c.users > 0, "owner_present"),
+            (desktops.c.busy_slots > 0, "busy"),
+            else_="idle",
+        )
+        states: dict[str, int] = dict.fromkeys(
+            ("idle", "busy", "owner_present", "offline", "revoked"), 0
+        )
+        with self.engine.connect() as conn:
+            for name, count in conn.execute(select(state, func.count()).group_by(state)):
+                states[name] = int(count)
+            running: dict[str, int] = {
+                name: int(count)
+                for name, count in conn.execute(
+                    select(leases.c.vm_name, func.count())
+                    .where(leases.c.state == "running")
+                    .group_by(leases.c.vm_name)
+                )
+            }
+            by_type: dict[str, int] = {
+                name: int(count)
+                for name, count in conn.execute(
+                    select(leases.c.vm_name, func.count()).group_by(leases.c.vm_name)
+                )
+            }
+            by_dept: dict[str, int] = {
+                name: int(count)
+                for name, count in conn.execute(
+                    select(desktops.c.department, func.count())
+                    .select_from(leases.join(desktops, and_(leases.c.desktop_id == desktops.c.id)))
+                    .group_by(desktops.c.department)
+                )
+            }
+        return DashboardCounts(states, running, by_type, by_dept)
+
+    def history(
+        self, since: float
+    ) -> list[tuple[float, dict[str, int], dict[str, int], dict[str, int]]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(samples).where(samples.c.at >= since).order_by(samples.c.at)
+            ).all()
+        return [
+            (row.at, json.loads(row.demand), json.loads(row.supply), json.loads(row.running))
+            for row in rows
+        ]

@@ -1,0 +1,155 @@
+"""The HTTP adapter: a Starlette app around ``Coordinator`` (docs/coordinator-api.md).
+
+Bodies are read up to the limit and refused beyond it (413 ``too_large``) before any parsing;
+the service runs in a worker thread (its database calls block), except heartbeats on an
+embedded database (SQLite), which are short enough to run on the event loop: that saves about
+a third of the CPU per heartbeat (docs/performance.md). An allocation round runs every
+``leases.allocate_s`` in the background while the app lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from cvmc.agent.domain.protocol import API_PREFIX
+from cvmc.coordinator.adapters.dashboard import render_dashboard
+from cvmc.coordinator.adapters.openapi import openapi_document
+from cvmc.coordinator.service.coordinator import ApiError, Coordinator
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("cvmc.coordinator.web")
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _TooLargeError
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLargeError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def create_app(coordinator: Coordinator, *, background: bool = True) -> Starlette:
+    limit = coordinator.config.server.max_body_bytes
+    inline = coordinator.store.embedded
+    openapi = openapi_document()
+
+    def counted(
+        route: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def wrapper(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except _TooLargeError:
+                response = _error(ApiError("too_large", f"the body is larger than {limit} bytes"))
+            except ApiError as exc:
+                response = _error(exc)
+            coordinator.metrics.requests[(route, response.status_code)] += 1
+            return response
+
+        return wrapper
+
+    async def enrol(request: Request) -> Response:
+        body = await _body(request, limit)
+        reply = await run_in_threadpool(coordinator.enrol, body)
+        return JSONResponse(reply, status_code=201)
+
+    async def heartbeat(request: Request) -> Response:
+        body = await _body(request, limit)
+        if inline:  # an embedded database: a heartbeat is ~0.3 ms of work, no thread hop
+            reply = coordinator.heartbeat(request.headers, request.url.path, body)
+        else:
+            reply = await run_in_threadpool(
+                coordinator.heartbeat, request.headers, request.url.path, body
+            )
+        return JSONResponse(reply)
+
+    async def images(request: Request) -> Response:
+        body = await _body(request, limit)
+        if body:
+            raise ApiError("malformed", "GET /images takes no body")
+        reply = await run_in_threadpool(coordinator.catalogue, request.headers, request.url.path)
+        return JSONResponse(reply)
+
+    async def healthz(_request: Request) -> Response:
+        try:
+            await run_in_threadpool(coordinator.store.ping)
+        except Exception as exc:
+            log.warning("healthz: the database does not answer: %s", type(exc).__name__)
+            raise ApiError("unavailable", "the database does not answer") from None
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(_request: Request) -> Response:
+        return Response(
+            coordinator.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def dashboard(_request: Request) -> Response:
+        now = coordinator.clock()
+        history = await run_in_threadpool(coordinator.store.history, now - 6 * 3600)
+        return HTMLResponse(render_dashboard(coordinator, history, now))
+
+    async def openapi_json(_request: Request) -> Response:
+        return JSONResponse(openapi)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_rounds(coordinator)) if background else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    static = str(resources.files("cvmc.coordinator").joinpath("static"))
+    routes: list[Any] = [
+        Route(f"{API_PREFIX}/enrol", counted("enrol", enrol), methods=["POST"]),
+        Route(f"{API_PREFIX}/heartbeat", counted("heartbeat", heartbeat), methods=["POST"]),
+        Route(f"{API_PREFIX}/images", counted("images", images), methods=["GET"]),
+        Route("/healthz", counted("healthz", healthz), methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/", dashboard, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _rounds(coordinator: Coordinator) -> None:
+    interval = coordinator.config.leases.allocate_s
+    while True:
+        started = time.monotonic()
+        try:
+            await run_in_threadpool(coordinator.allocation_round)
+        except Exception:
+            log.exception("allocation round failed")
+        await asyncio.sleep(max(interval - (time.monotonic() - started), 0.05))

@@ -1,0 +1,110 @@
+"""The composition root: the one place that builds the coordinator from its configuration."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+from cvmc.coordinator.adapters.catalogue_dir import DirectoryCatalogue
+from cvmc.coordinator.adapters.condor_demand import JobAdsFileDemand, ScheddDemand
+from cvmc.coordinator.adapters.database import make_engine, schema_is_current
+from cvmc.coordinator.adapters.sql_store import SqlStore
+from cvmc.coordinator.domain.config import Config, ConfigError
+from cvmc.coordinator.domain.grid import GridFile, parse_grid_text
+from cvmc.coordinator.ports import DemandSource
+from cvmc.coordinator.service.coordinator import Coordinator
+from cvmc.gridmodel.enrolment import MIN_KEY_LENGTH
+
+__all__ = ["build", "read_enrol_key", "read_grid", "serve"]
+
+log = logging.getLogger("cvmc.coordinator")
+
+
+def read_enrol_key(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            key = fh.read().strip()
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError("enrolment.key_file", f"cannot read {path}: {exc.strerror}") from None
+    if mode & stat.S_IROTH:
+        raise ConfigError("enrolment.key_file", f"{path} is readable by everyone; chmod o-r")
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            "enrolment.key_file", f"{path} holds fewer than {MIN_KEY_LENGTH} characters"
+        )
+    return key
+
+
+def read_grid(path: str) -> GridFile:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError("grid.model_file", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_grid_text(text, name=path)
+    except ValueError as exc:
+        raise ConfigError("grid.model_file", str(exc)) from None
+
+
+def demand_source(config: Config, grid: GridFile) -> DemandSource:
+    options = {
+        "match_unnamed": config.demand.match_unnamed_jobs,
+        "count_running": config.demand.count_running_jobs,
+    }
+    if config.demand.source == "job_ads_file":
+        return JobAdsFileDemand(config.demand.job_ads_file, grid.vm_types, **options)
+    return ScheddDemand(config.demand.collector, config.demand.schedds, grid.vm_types, **options)
+
+
+def build(config: Config) -> Coordinator:
+    """The coordinator, wired to its database, demand source and catalogue."""
+    grid = read_grid(config.grid.model_file)
+    key = read_enrol_key(config.enrolment.key_file)
+    engine = make_engine(config.database)
+    if not schema_is_current(engine):
+        raise ConfigError(
+            "database.url", "the schema is not at the current revision; run `migrate` first"
+        )
+    lazy = (
+        None
+        if engine.url.get_backend_name() == "sqlite"
+        else make_engine(config.database, lazy_commit=True)
+    )
+    return Coordinator(
+        config=config,
+        grid=grid,
+        store=SqlStore(engine, lazy),
+        demand_source=demand_source(config, grid),
+        catalogue=DirectoryCatalogue(config.images.dir, config.images.base_url),
+        enrol_key=key,
+    )
+
+
+def serve(config: Config) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    from cvmc.coordinator.adapters.web import create_app  # noqa: PLC0415
+
+    coordinator = build(config)
+    log.info(
+        "serving grid %r as %s on %s:%d (%d desktops, %d VM types)",
+        coordinator.grid.name,
+        config.server.public_url,
+        config.server.listen_host,
+        config.server.listen_port,
+        len(coordinator.grid.desktops),
+        len(coordinator.grid.vm_types),
+    )
+    uvicorn.run(
+        create_app(coordinator),
+        host=config.server.listen_host,
+        port=config.server.listen_port,
+        access_log=config.server.access_log,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+    )
+    return 0

@@ -1,0 +1,292 @@
+"""Lease allocation: a pure function of (demand, desktops, leases, now).
+
+Rules (docs/coordinator.md, "Lease algorithm"):
+
+1. A lease is *offered* until the desktop reports it in a slot (then it is *held*). An offered
+   lease that was not started by ``start_by`` expires. A desktop that is offline or revoked
+   loses every lease.
+2. For each VM type, supply (offered + held leases) never exceeds demand. When demand drops,
+   the excess is revoked: offered leases first, then VMs still starting, then running VMs;
+   from the department that holds the most leases, the newest first.
+3. New leases go, one at a time, to the department that holds the fewest leases (ties by name),
+   and inside it to the eligible desktop with the fewest VMs, then the most free memory. Types
+   take turns, so one type's demand does not starve another's. A desktop is eligible for a type
+   when it is online, may start VMs, has usable hardware virtualization, a free slot
+   (``min(its max_vms, the grid's max_vms_per_desktop)``), enough free memory for the type
+   beyond the memory of its offered leases, and did not decline that type recently.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from cvmc.coordinator.domain.grid import VmType
+
+__all__ = [
+    "Allocation",
+    "DesktopView",
+    "LeaseView",
+    "allocate",
+]
+
+
+@dataclass(frozen=True)
+class DesktopView:
+    id: str
+    department: str
+    online: bool
+    may_start: bool
+    hw_virt: bool
+    max_vms: int
+    memory_free_mb: int
+    revoked: bool = False
+    unleased_vms: int = 0  # busy slots without a lease of ours (they will be vacated)
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    id: str
+    desktop_id: str
+    vm_name: str
+    cpus: int
+    memory_mb: int
+    created_at: float
+    start_by: float
+    state: str = "offered"  # offered | starting | running
+
+
+_REVOKE_ORDER = {"offered": 0, "starting": 1, "running": 2}
+
+
+@dataclass
+class Allocation:
+    new: list[LeaseView] = field(default_factory=list)
+    revoked: dict[str, str] = field(default_factory=dict)  # lease id -> reason
+
+    def kept(self, leases: Sequence[LeaseView]) -> list[LeaseView]:
+        """The leases that remain after this allocation (old ones kept, plus the new ones)."""
+        return [lease for lease in leases if lease.id not in self.revoked] + self.new
+
+
+def allocate(
+    *,
+    demand: Mapping[str, int],
+    types: Sequence[VmType],
+    desktops: Sequence[DesktopView],
+    leases: Sequence[LeaseView],
+    blocked: frozenset[tuple[str, str]] = frozenset(),
+    now: float,
+    ttl_s: float,
+    max_vms_per_desktop: int,
+    new_id: Callable[[], str],
+    require_hw_virt: bool = True,
+) -> Allocation:
+    """Which leases to revoke (with the reason) and which to create.
+
+    With ``require_hw_virt`` (``grid_policy.require_hw_virtualization``), only desktops that
+    report VT-x/AMD-V get new leases; without it, any desktop may (slow software emulation).
+    """
+    out = Allocation()
+    by_id = {d.id: d for d in desktops}
+    kept = _drop(leases, by_id, {t.name for t in types}, now, out)
+    dept_load: Counter[str] = Counter(by_id[lease.desktop_id].department for lease in kept)
+    remaining = _trim(kept, demand, by_id, dept_load, out)
+    supply = Counter(lease.vm_name for lease in remaining)
+    need = {t.name: max(demand.get(t.name, 0), 0) - supply[t.name] for t in types}
+    active = [t for t in types if need[t.name] > 0]
+    if not active:
+        return out
+    filler = _Filler(
+        desktops=desktops,
+        remaining=remaining,
+        dept_load=dept_load,
+        blocked=blocked,
+        max_vms_per_desktop=max_vms_per_desktop,
+        types=active,
+        require_hw_virt=require_hw_virt,
+    )
+    while active:
+        for vm in list(active):
+            desk = filler.pick(vm)
+            if desk is None:
+                active.remove(vm)
+                continue
+            out.new.append(
+                LeaseView(
+                    id=new_id(),
+                    desktop_id=desk.id,
+                    vm_name=vm.name,
+                    cpus=vm.cpus,
+                    memory_mb=vm.memory_mb,
+                    created_at=now,
+                    start_by=now + ttl_s,
+                )
+            )
+            filler.take(desk, vm)
+            need[vm.name] -= 1
+            if need[vm.name] <= 0:
+                active.remove(vm)
+    return out
+
+
+def _drop(
+    leases: Sequence[LeaseView],
+    by_id: Mapping[str, DesktopView],
+    known_types: set[str],
+    now: float,
+    out: Allocation,
+) -> list[LeaseView]:
+    """Rule 1: leases of revoked, unknown or offline desktops, expired offers, unknown types."""
+    kept: list[LeaseView] = []
+    for lease in leases:
+        desk = by_id.get(lease.desktop_id)
+        if desk is None or desk.revoked:
+            out.revoked[lease.id] = "revoked"
+        elif not desk.online:
+            out.revoked[lease.id] = "offline"
+        elif lease.state == "offered" and lease.start_by <= now:
+            out.revoked[lease.id] = "expired"
+        elif lease.vm_name not in known_types:
+            out.revoked[lease.id] = "unknown_vm_type"
+        else:
+            kept.append(lease)
+    return kept
+
+
+def _trim(
+    kept: Sequence[LeaseView],
+    demand: Mapping[str, int],
+    by_id: Mapping[str, DesktopView],
+    dept_load: Counter[str],
+    out: Allocation,
+) -> list[LeaseView]:
+    """Rule 2: revoke each type's supply above its demand.
+
+    Victims, one at a time: the least advanced state first (offered, starting, running); among
+    those, from the department that holds the most leases now; there, the newest lease.
+    """
+    by_type: dict[str, list[LeaseView]] = defaultdict(list)
+    for lease in kept:
+        by_type[lease.vm_name].append(lease)
+    remaining: list[LeaseView] = []
+    for vm_name, group in sorted(by_type.items()):
+        excess = len(group) - max(demand.get(vm_name, 0), 0)
+        if excess <= 0:
+            remaining.extend(group)
+            continue
+        # rank -> department -> leases, oldest first (so pop() takes the newest)
+        buckets: dict[int, dict[str, list[LeaseView]]] = defaultdict(lambda: defaultdict(list))
+        for lease in sorted(group, key=lambda item: (item.created_at, item.id)):
+            rank = _REVOKE_ORDER.get(lease.state, 0)
+            buckets[rank][by_id[lease.desktop_id].department].append(lease)
+        for _ in range(excess):
+            rank = min(r for r, depts in buckets.items() if any(depts.values()))
+            depts = buckets[rank]
+            dept = max(
+                (d for d, items in depts.items() if items),
+                key=lambda d: (dept_load[d], depts[d][-1].created_at, d),
+            )
+            victim = depts[dept].pop()
+            out.revoked[victim.id] = "demand"
+            dept_load[dept] -= 1
+        remaining.extend(
+            lease for depts in buckets.values() for items in depts.values() for lease in items
+        )
+    return remaining
+
+
+class _Filler:
+    """Rule 3's bookkeeping: per type and department, a heap of eligible desktops.
+
+    Entries are invalidated lazily (a version per desktop), so a round costs
+    O((desktops x types + new leases x types) log desktops), not desktops x new leases.
+    """
+
+    def __init__(
+        self,
+        *,
+        desktops: Sequence[DesktopView],
+        remaining: Sequence[LeaseView],
+        dept_load: Counter[str],
+        blocked: frozenset[tuple[str, str]],
+        max_vms_per_desktop: int,
+        types: Sequence[VmType],
+        require_hw_virt: bool = True,
+    ) -> None:
+        self.dept_load = dept_load
+        self.blocked = blocked
+        self.cap = max_vms_per_desktop
+        self.types = list(types)
+        self.used: Counter[str] = Counter(lease.desktop_id for lease in remaining)
+        self.pending: Counter[str] = Counter()
+        for lease in remaining:
+            if lease.state == "offered":
+                self.pending[lease.desktop_id] += lease.memory_mb
+        self.version: Counter[str] = Counter()
+        self.by_id: dict[str, DesktopView] = {}
+        self.heaps: dict[str, dict[str, list[tuple[tuple[int, int, str], int]]]] = {
+            t.name: defaultdict(list) for t in types
+        }
+        for desk in desktops:
+            if (
+                desk.online
+                and not desk.revoked
+                and desk.may_start
+                and (desk.hw_virt or not require_hw_virt)
+            ):
+                self.by_id[desk.id] = desk
+                self._push(desk)
+
+    def free_slots(self, desk: DesktopView) -> int:
+        return min(desk.max_vms, self.cap) - self.used[desk.id] - desk.unleased_vms
+
+    def free_mem(self, desk: DesktopView) -> int:
+        return desk.memory_free_mb - self.pending[desk.id]
+
+    def _fits(self, desk: DesktopView, vm: VmType) -> bool:
+        return (
+            (desk.id, vm.name) not in self.blocked
+            and self.free_slots(desk) > 0
+            and self.free_mem(desk) >= vm.memory_mb
+        )
+
+    def _push(self, desk: DesktopView) -> None:
+        key = (self.used[desk.id] + desk.unleased_vms, -self.free_mem(desk), desk.id)
+        for vm in self.types:
+            if self._fits(desk, vm):
+                heapq.heappush(self.heaps[vm.name][desk.department], (key, self.version[desk.id]))
+
+    def pick(self, vm: VmType) -> DesktopView | None:
+        """The least-loaded department's best eligible desktop for one more ``vm``."""
+        best: tuple[int, str] | None = None
+        for dept, heap in self.heaps[vm.name].items():
+            while heap:
+                (_, _, desk_id), version = heap[0]
+                if version == self.version[desk_id] and self._fits(self.by_id[desk_id], vm):
+                    break
+                heapq.heappop(heap)
+            if heap and (best is None or (self.dept_load[dept], dept) < best):
+                best = (self.dept_load[dept], dept)
+        if best is None:
+            return None
+        (_, _, desk_id), _ = self.heaps[vm.name][best[1]][0]
+        return self.by_id[desk_id]
+
+    def take(self, desk: DesktopView, vm: VmType) -> None:
+        self.used[desk.id] += 1
+        self.pending[desk.id] += vm.memory_mb
+        self.dept_load[desk.department] += 1
+        self.version[desk.id] += 1
+        self._push(desk)
+
+
+def supply_by_type(leases: Sequence[LeaseView]) -> dict[str, int]:
+    """Leases per VM type (offered, starting and running)."""
+    return dict(Counter(lease.vm_name for lease in leases))
+
+
+def with_state(lease: LeaseView, state: str) -> LeaseView:
+    return replace(lease, state=state)

@@ -1,0 +1,1 @@
+"""Part of the coordinator service (docs/coordinator.md)."""

@@ -1,0 +1,152 @@
+"""The coordinator's ports: small abstract classes the service drives (adapters implement them)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cvmc.coordinator.domain.demand import Demand
+from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
+
+__all__ = [
+    "AuthRecord",
+    "CatalogueSource",
+    "DashboardCounts",
+    "DemandSource",
+    "HeartbeatUpdate",
+    "ReplayedError",
+    "RevokedError",
+    "Store",
+    "TokenUsedError",
+    "UnknownDesktopError",
+]
+
+
+class TokenUsedError(Exception):
+    """This (desktop, generation) enrolled before."""
+
+
+class ReplayedError(Exception):
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(f"sequence not above {last_seq}")
+        self.last_seq = last_seq
+
+
+class RevokedError(Exception):
+    """The desktop's credential was revoked."""
+
+
+class UnknownDesktopError(Exception):
+    """No desktop has this id (never enrolled, or enrolled again under a new id)."""
+
+
+@dataclass(frozen=True)
+class AuthRecord:
+    id: str
+    salt: bytes
+    last_seq: int
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class HeartbeatUpdate:
+    """What one heartbeat changes: the desktop's row, and its leases' states."""
+
+    agent_version: str
+    users: int
+    may_start: bool
+    may_run: bool
+    hw_virt: bool
+    cpus: int
+    memory_free_mb: int
+    max_vms: int
+    busy_slots: int
+    policy: str
+    slot_leases: Mapping[str, str]  # lease id -> slot state
+    busy_lease_ids: frozenset[str | None] = frozenset()
+    declined: Sequence[tuple[str, str]] = ()  # (lease id, reason)
+
+
+@dataclass(frozen=True)
+class DashboardCounts:
+    desktops: Mapping[str, int]  # idle / busy / owner_present / offline / revoked
+    running: Mapping[str, int]  # VMs running by type
+    leases: Mapping[str, int]  # leases by type
+    departments: Mapping[str, int] = field(default_factory=dict)  # leases by department
+
+
+class Store(ABC):
+    #: Calls are short local operations (an embedded database): the web adapter may make them
+    #: on its event loop instead of in a worker thread.
+    embedded: bool = False
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the store's connections."""
+
+    @abstractmethod
+    def ping(self) -> None: ...
+
+    @abstractmethod
+    def enrol(
+        self,
+        *,
+        name: str,
+        department: str,
+        generation: int,
+        platform: str,
+        agent_version: str,
+        now: float,
+    ) -> tuple[str, bytes]:
+        """Record the enrolment; return (desktop id, salt). ``TokenUsedError`` if seen before."""
+
+    @abstractmethod
+    def auth(self, desktop_id: str) -> AuthRecord | None: ...
+
+    @abstractmethod
+    def heartbeat(
+        self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
+    ) -> list[LeaseView]:
+        """Apply a heartbeat atomically; return the desktop's current leases."""
+
+    @abstractmethod
+    def touch(self, desktop_id: str, seq: int, now: float) -> None:
+        """Accept ``seq`` for a request that changes nothing else (GET)."""
+
+    @abstractmethod
+    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]: ...
+
+    @abstractmethod
+    def snapshot(
+        self, now: float, offline_after_s: float
+    ) -> tuple[list[DesktopView], list[LeaseView], frozenset[tuple[str, str]]]: ...
+
+    @abstractmethod
+    def apply(
+        self,
+        allocation: Allocation,
+        now: float,
+        sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
+        keep_history_s: float,
+    ) -> None: ...
+
+    @abstractmethod
+    def counts(self, now: float, offline_after_s: float) -> DashboardCounts: ...
+
+    @abstractmethod
+    def history(
+        self, since: float
+    ) -> list[tuple[float, dict[str, int], dict[str, int], dict[str, int]]]: ...
+
+
+class DemandSource(ABC):
+    @abstractmethod
+    def demand(self) -> Demand:
+        """Jobs wanting each VM type now; raises ``OSError`` when the source cannot answer."""
+
+
+class CatalogueSource(ABC):
+    @abstractmethod
+    def entries(self) -> list[dict[str, str]]:
+        """The catalogue's images (CATALOGUE_SCHEMA items)."""

@@ -1,0 +1,430 @@
+"""The coordinator's use cases: enrol, heartbeat, catalogue, allocation rounds, metrics.
+
+Framework-free: the web adapter hands it bytes and headers and turns ``ApiError`` into the
+documented error replies. Every request is validated with the agent's own schemas
+(``cvmc.agent.domain.protocol``) before anything is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema_rs
+
+from cvmc.agent.domain.protocol import (
+    ENROL_REQUEST_SCHEMA,
+    ERROR_CODES,
+    HEARTBEAT_SCHEMA,
+)
+from cvmc.coordinator.domain.auth import derive_credential, signature_ok
+from cvmc.coordinator.domain.config import Config
+from cvmc.coordinator.domain.demand import Demand
+from cvmc.coordinator.domain.grid import GridFile
+from cvmc.coordinator.domain.leases import Allocation, LeaseView, allocate
+from cvmc.coordinator.ports import (
+    CatalogueSource,
+    DashboardCounts,
+    DemandSource,
+    HeartbeatUpdate,
+    ReplayedError,
+    RevokedError,
+    Store,
+    TokenUsedError,
+    UnknownDesktopError,
+)
+from cvmc.gridmodel.enrolment import verify_enrol_token
+
+__all__ = ["ApiError", "Coordinator"]
+
+log = logging.getLogger("cvmc.coordinator")
+
+_DESKTOP_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+_SEQ = re.compile(r"\A[0-9]{1,18}\Z")
+_IDLE_SLOT_STATES = ("idle", "stopped")
+_CREDENTIAL_CACHE = 200_000
+
+
+class ApiError(Exception):
+    """A documented error reply (``ERROR_CODES``)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:  # noqa: ANN401
+        super().__init__(message)
+        self.code = code
+        self.status = ERROR_CODES[code][0]
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:  # noqa: ANN401 - jsonschema_rs validator
+    return jsonschema_rs.validator_for(dict(schema))
+
+
+def _check(validator: Any, payload: object, what: str) -> None:  # noqa: ANN401
+    error = next(iter(validator.iter_errors(payload)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.instance_path) or "(body)"
+        raise ApiError("malformed", f"{what} {where}: {error.message}"[:500])
+
+
+def _json(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError("malformed", f"{what}: the body is not JSON ({exc})") from None
+
+
+def _iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Metrics:
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)
+    rounds: int = 0
+    round_seconds: float = 0.0
+    demand_errors: int = 0
+    revoked: Counter[str] = field(default_factory=Counter)
+    granted: int = 0
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        grid: GridFile,
+        store: Store,
+        demand_source: DemandSource,
+        catalogue: CatalogueSource,
+        enrol_key: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.grid = grid
+        self.store = store
+        self.demand_source = demand_source
+        self.catalogue_source = catalogue
+        self.enrol_key = enrol_key
+        self._key = enrol_key.encode()
+        self.clock = clock
+        self.metrics = Metrics()
+        self.demand = Demand()
+        self.demand_at = float("-inf")
+        self.counts = DashboardCounts({}, {}, {})
+        self._round_lock = threading.Lock()
+        self._enrol_schema = _validator(ENROL_REQUEST_SCHEMA)
+        self._heartbeat_schema = _validator(HEARTBEAT_SCHEMA)
+        self._types = list(grid.vm_types)
+        # Credentials of desktops that authenticated before (a desktop id's salt never changes;
+        # revocation and sequence numbers are checked by the conditional write every time).
+        self._credentials: dict[str, bytes] = {}
+
+    # -- enrolment ------------------------------------------------------------------------
+
+    def enrol(self, body: bytes) -> dict[str, Any]:
+        payload = _json(body, "enrol")
+        _check(self._enrol_schema, payload, "enrol")
+        assert isinstance(payload, dict)
+        desktop = self.grid.desktop(payload["desktop"])
+        if desktop is None:
+            raise ApiError("invalid_token", f"{payload['desktop']!r} is not a desktop of this grid")
+        try:
+            generation = verify_enrol_token(self.enrol_key, payload["token"], payload["desktop"])
+        except ValueError as exc:
+            raise ApiError("invalid_token", str(exc)) from None
+        try:
+            desktop_id, salt = self.store.enrol(
+                name=desktop.name,
+                department=desktop.department,
+                generation=generation,
+                platform=payload["platform"],
+                agent_version=payload["agent_version"],
+                now=self.clock(),
+            )
+        except TokenUsedError:
+            raise ApiError("invalid_token", "this enrolment token was used before") from None
+        log.info("enrolled %s as %s (generation %d)", desktop.name, desktop_id, generation)
+        credential = derive_credential(self._key, desktop_id, salt)
+        return {
+            "desktop_id": desktop_id,
+            "credential": base64.b64encode(credential).decode(),
+            "heartbeat_s": self.config.leases.heartbeat_s,
+        }
+
+    # -- authentication -------------------------------------------------------------------
+
+    def authenticate(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str, int]:
+        """(desktop id, sequence) of a correctly signed request; ``ApiError`` otherwise."""
+        desktop_id = headers.get("x-cvmc-desktop", "")
+        raw_seq = headers.get("x-cvmc-seq", "")
+        if not _DESKTOP_ID.match(desktop_id):
+            raise ApiError("unknown_desktop", "X-CVMC-Desktop is missing or not a desktop id")
+        if not _SEQ.match(raw_seq):
+            raise ApiError("malformed", "X-CVMC-Seq is missing or not a decimal integer")
+        seq = int(raw_seq)
+        authorization = headers.get("authorization", "")
+
+        def verify(credential: bytes) -> None:
+            if not signature_ok(
+                credential,
+                authorization,
+                method=method,
+                path=path,
+                desktop_id=desktop_id,
+                seq=seq,
+                body=body,
+            ):
+                raise ApiError("bad_signature", "the Authorization HMAC does not match the request")
+
+        cached = self._credentials.get(desktop_id)
+        if cached is not None:
+            verify(cached)
+            return desktop_id, seq
+        record = self.store.auth(desktop_id)
+        if record is None:
+            raise ApiError("unknown_desktop", f"{desktop_id} is not enrolled; enrol again")
+        credential = derive_credential(self._key, record.id, record.salt)
+        verify(credential)
+        if record.revoked:
+            raise ApiError("revoked", f"{desktop_id} was revoked")
+        if seq <= record.last_seq:
+            raise ApiError(
+                "replayed_sequence",
+                f"X-CVMC-Seq {seq} is not above {record.last_seq}",
+                last_seq=record.last_seq,
+            )
+        if len(self._credentials) >= _CREDENTIAL_CACHE:
+            self._credentials.clear()
+        self._credentials[desktop_id] = credential
+        return desktop_id, seq
+
+    @contextlib.contextmanager
+    def _accepting(self, desktop_id: str, seq: int) -> Iterator[None]:
+        """The store's refusals of a signed request, as the documented errors."""
+        try:
+            yield
+        except ReplayedError as exc:
+            raise ApiError(
+                "replayed_sequence", f"X-CVMC-Seq {seq} was overtaken", last_seq=exc.last_seq
+            ) from None
+        except RevokedError:
+            raise ApiError("revoked", f"{desktop_id} was revoked") from None
+        except UnknownDesktopError:
+            self._credentials.pop(desktop_id, None)
+            raise ApiError(
+                "unknown_desktop", f"{desktop_id} is not enrolled; enrol again"
+            ) from None
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    def heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> dict[str, Any]:
+        desktop_id, seq = self.authenticate("POST", path, headers, body)
+        payload = _json(body, "heartbeat")
+        _check(self._heartbeat_schema, payload, "heartbeat")
+        assert isinstance(payload, dict)
+        update = _update(payload)
+        now = self.clock()
+        with self._accepting(desktop_id, seq):
+            current = self.store.heartbeat(
+                desktop_id, seq, now, update, self.config.leases.decline_backoff_s
+            )
+        return {
+            "server_time": _iso(now),
+            "heartbeat_s": self.config.leases.heartbeat_s,
+            "leases": [self._lease_json(lease, now) for lease in current],
+        }
+
+    def _lease_json(self, lease: LeaseView, now: float) -> dict[str, Any]:
+        ttl = lease.start_by - now if lease.state == "offered" else self.config.leases.ttl_s
+        return {
+            "lease_id": lease.id,
+            "vm_name": lease.vm_name,
+            "cpus": lease.cpus,
+            "memory_mb": lease.memory_mb,
+            "ttl_s": round(min(max(ttl, 0.001), 86400.0), 3),
+        }
+
+    # -- catalogue ------------------------------------------------------------------------
+
+    def catalogue(self, headers: Mapping[str, str], path: str) -> dict[str, Any]:
+        desktop_id, seq = self.authenticate("GET", path, headers, b"")
+        with self._accepting(desktop_id, seq):
+            self.store.touch(desktop_id, seq, self.clock())
+        return {"images": self.catalogue_source.entries()}
+
+    # -- allocation rounds ----------------------------------------------------------------
+
+    def refresh_demand(self, now: float) -> None:
+        if now - self.demand_at < self.config.demand.poll_s:
+            return
+        try:
+            self.demand = self.demand_source.demand()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.metrics.demand_errors += 1
+            log.warning("demand: %s (keeping the last known demand)", exc)
+            return
+        self.demand_at = now
+
+    def allocation_round(self) -> Allocation:
+        """Refresh demand, allocate, write the result, refresh the dashboard's counts."""
+        with self._round_lock:
+            started = time.perf_counter()
+            now = self.clock()
+            self.refresh_demand(now)
+            desktops, leases, blocked = self.store.snapshot(now, self.config.leases.offline_after_s)
+            result = allocate(
+                demand=self.demand.by_type,
+                types=self._types,
+                desktops=desktops,
+                leases=leases,
+                blocked=blocked,
+                now=now,
+                ttl_s=self.config.leases.ttl_s,
+                max_vms_per_desktop=self.grid.max_vms_per_desktop,
+                new_id=lambda: "l-" + secrets.token_hex(8),
+                require_hw_virt=self.grid.require_hw_virtualization,
+            )
+            kept = result.kept(leases)
+            supply = Counter(lease.vm_name for lease in kept)
+            running = Counter(lease.vm_name for lease in kept if lease.state == "running")
+            demand = {t.name: self.demand.by_type.get(t.name, 0) for t in self._types}
+            self.store.apply(
+                result,
+                now,
+                (demand, {t.name: supply[t.name] for t in self._types}, dict(running)),
+                self.config.leases.history_s,
+            )
+            self.counts = self.store.counts(now, self.config.leases.offline_after_s)
+            self.metrics.rounds += 1
+            self.metrics.round_seconds = time.perf_counter() - started
+            self.metrics.granted += len(result.new)
+            for reason in result.revoked.values():
+                self.metrics.revoked[reason] += 1
+            if result.new or result.revoked:
+                log.info(
+                    "allocation: %d new lease(s), %d revoked", len(result.new), len(result.revoked)
+                )
+            return result
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition (version 0.0.4)."""
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lines.append(f"{name}{labels} {value:g}")
+
+        names = [t.name for t in self._types]
+        family(
+            "cvmc_demand_jobs",
+            "gauge",
+            "Jobs wanting each VM type (idle, plus running with count_running_jobs).",
+            [(f'{{vm_name="{n}"}}', self.demand.by_type.get(n, 0)) for n in names],
+        )
+        family(
+            "cvmc_leases",
+            "gauge",
+            "Current leases (offered, starting and running) by VM type.",
+            [(f'{{vm_name="{n}"}}', self.counts.leases.get(n, 0)) for n in names],
+        )
+        family(
+            "cvmc_vms_running",
+            "gauge",
+            "VMs the desktops report running, by VM type.",
+            [(f'{{vm_name="{n}"}}', self.counts.running.get(n, 0)) for n in names],
+        )
+        family(
+            "cvmc_desktops",
+            "gauge",
+            "Desktops by state.",
+            [
+                (f'{{state="{s}"}}', self.counts.desktops.get(s, 0))
+                for s in ("idle", "busy", "owner_present", "offline", "revoked")
+            ],
+        )
+        family(
+            "cvmc_unnamed_jobs",
+            "gauge",
+            "Jobs without vm_name seen in the last demand poll.",
+            [("", self.demand.unnamed)],
+        )
+        family(
+            "cvmc_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+            [
+                (f'{{route="{route}",status="{status}"}}', count)
+                for (route, status), count in sorted(self.metrics.requests.items())
+            ],
+        )
+        family(
+            "cvmc_leases_granted_total", "counter", "Leases granted.", [("", self.metrics.granted)]
+        )
+        family(
+            "cvmc_leases_revoked_total",
+            "counter",
+            "Leases revoked, by reason.",
+            [(f'{{reason="{r}"}}', c) for r, c in sorted(self.metrics.revoked.items())],
+        )
+        family(
+            "cvmc_allocation_rounds_total",
+            "counter",
+            "Allocation rounds.",
+            [("", self.metrics.rounds)],
+        )
+        family(
+            "cvmc_allocation_round_seconds",
+            "gauge",
+            "Duration of the last allocation round.",
+            [("", self.metrics.round_seconds)],
+        )
+        family(
+            "cvmc_demand_errors_total",
+            "counter",
+            "Demand polls that failed.",
+            [("", self.metrics.demand_errors)],
+        )
+        return "\n".join(lines) + "\n"
+
+
+def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
+    state = payload["state"]
+    resources = payload["resources"]
+    slots = payload["slots"]
+    busy = [slot for slot in slots if slot["state"] not in _IDLE_SLOT_STATES]
+    return HeartbeatUpdate(
+        agent_version=payload["agent_version"],
+        users=state["users"],
+        may_start=state["may_start"],
+        may_run=state["may_run"],
+        hw_virt=resources["hw_virt"],
+        cpus=resources["cpus"],
+        memory_free_mb=resources["memory_free_mb"],
+        max_vms=payload["capacity"]["max_vms"],
+        busy_slots=len(busy),
+        policy=state["policy"],
+        slot_leases={slot["lease_id"]: slot["state"] for slot in slots if slot.get("lease_id")},
+        busy_lease_ids=frozenset(slot.get("lease_id") for slot in busy),
+        declined=[(item["lease_id"], item["reason"]) for item in payload["declined"]],
+    )

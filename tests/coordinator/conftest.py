@@ -1,0 +1,53 @@
+"""Coordinator test fixtures: a database for each backend (SQLite, and PostgreSQL for real)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+#: scripts/test-postgres.sh (run by scripts/test-deps.sh) creates this role and database.
+POSTGRES_URL = os.environ.get(
+    "CVMC_TEST_POSTGRES_URL", "postgresql+psycopg://cvmc_test:cvmc_test@127.0.0.1:5432/cvmc_test"
+)
+
+
+def _postgres_problem() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _reset_postgres() -> None:
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or the test PostgreSQL database (emptied)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
+        return
+    problem = _postgres_problem()
+    if problem is not None:
+        message = (
+            f"PostgreSQL at {POSTGRES_URL.split('@')[-1]} is not reachable ({problem}); "
+            "run scripts/test-deps.sh (or set CVMC_TEST_POSTGRES_URL)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    _reset_postgres()
+    yield POSTGRES_URL

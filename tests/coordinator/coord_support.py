@@ -1,0 +1,251 @@
+"""Helpers for the coordinator tests: a grid, a config, signed requests, heartbeats, DB dumps."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from sqlalchemy import Engine, MetaData, select
+from starlette.applications import Starlette
+
+from cvmc.agent.domain.protocol import AUTH_SCHEME, string_to_sign
+from cvmc.coordinator.adapters.database import make_engine, migrate
+from cvmc.coordinator.compose import build
+from cvmc.coordinator.domain.config import Config, parse_config
+from cvmc.coordinator.service.coordinator import Coordinator
+from cvmc.gridmodel.enrolment import enrol_token
+
+ENROL_KEY = "test-enrol-key-0123456789abcdefghijklmnopqrstuvwxyz"
+BOINC = "its-u11-boinc-20120415"
+BULK = "lab-el9-bulk-20261101"
+
+GRID: dict[str, Any] = {
+    "name": "lab",
+    "vm_types": [
+        {
+            "name": BOINC,
+            "image": f"{BOINC}.qcow2",
+            "cpus": 1,
+            "memory_mb": 512,
+            "os": "LINUX",
+            "arch": "X86_64",
+        },
+        {
+            "name": BULK,
+            "image": f"{BULK}.qcow2",
+            "cpus": 1,
+            "memory_mb": 768,
+            "os": "LINUX",
+            "arch": "X86_64",
+        },
+    ],
+    "max_vms_per_desktop": 2,
+    "desktops": [
+        {"name": f"desk{i:02d}.lab.example", "index": i, "department": dept}
+        for i, dept in enumerate(["dept_chem"] * 4 + ["dept_phys"] * 4 + ["default"] * 2)
+    ],
+}
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_setup(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Config:
+    """Key, grid, job ads and images under ``tmp_path``; the parsed config."""
+    key = tmp_path / "enrol.key"
+    key.write_text(ENROL_KEY + "\n")
+    key.chmod(0o600)
+    (tmp_path / "grid.json").write_text(json.dumps(GRID))
+    (tmp_path / "jobs.ads").write_text("")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    raw: dict[str, dict[str, Any]] = {
+        "server": {"public_url": "https://lab-coordinator"},
+        "database": {"url": db_url},
+        "enrolment": {"key_file": str(key)},
+        "leases": {"ttl_s": 300, "heartbeat_s": 60, "offline_after_s": 180},
+        "images": {"dir": str(tmp_path / "images"), "base_url": "/images/"},
+        "demand": {
+            "source": "job_ads_file",
+            "job_ads_file": str(tmp_path / "jobs.ads"),
+            "poll_s": 1,
+        },
+        "grid": {"model_file": str(tmp_path / "grid.json")},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_config(raw)
+
+
+def make_coordinator(config: Config, clock: Clock) -> Coordinator:
+    engine = make_engine(config.database)
+    migrate(engine)
+    engine.dispose()
+    coordinator = build(config)
+    coordinator.clock = clock
+    return coordinator
+
+
+def job_ads(*jobs: tuple[str | None, int]) -> str:
+    """``condor_q -long`` text for jobs given as (vm_name or None, JobStatus)."""
+    out = []
+    for n, (vm_name, status) in enumerate(jobs):
+        lines = [
+            f"ClusterId = {100 + n}",
+            "ProcId = 0",
+            f"JobStatus = {status}",
+            "RequestCpus = 1",
+            "RequestMemory = 256",
+            'Owner = "alice"',
+        ]
+        if vm_name is not None:
+            lines.append(f'vm_name = "{vm_name}"')
+            lines.append(f'Requirements = (TARGET.vm_name == "{vm_name}")')
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def set_demand(coordinator: Coordinator, *jobs: tuple[str | None, int]) -> None:
+    Path(coordinator.config.demand.job_ads_file).write_text(job_ads(*jobs))
+    coordinator.demand_at = float("-inf")  # poll again at the next round
+
+
+def token(desktop: str, generation: int = 1) -> str:
+    return enrol_token(ENROL_KEY, desktop, generation)
+
+
+def enrol_body(desktop: str, generation: int = 1, **extra: Any) -> bytes:
+    return json.dumps(
+        {
+            "token": token(desktop, generation),
+            "desktop": desktop,
+            "agent_version": "0.1.0",
+            "platform": "linux",
+            **extra,
+        }
+    ).encode()
+
+
+def signed_headers(  # noqa: PLR0917 - the string_to_sign's fields, in its order
+    method: str, path: str, desktop_id: str, credential: str, seq: int, body: bytes
+) -> dict[str, str]:
+    mac = hmac.new(
+        base64.b64decode(credential),
+        string_to_sign(method, path, desktop_id, seq, body),
+        hashlib.sha256,
+    ).digest()
+    return {
+        "X-CVMC-Desktop": desktop_id,
+        "X-CVMC-Seq": str(seq),
+        "Authorization": f"{AUTH_SCHEME} {base64.b64encode(mac).decode()}",
+        "Content-Type": "application/json",
+    }
+
+
+def heartbeat(
+    *,
+    users: int = 0,
+    may_start: bool = True,
+    memory_free_mb: int = 8000,
+    slots: list[dict[str, Any]] | None = None,
+    declined: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "sent_at": "2026-11-23T02:05:00+01:00",
+        "agent_version": "0.1.0",
+        "state": {
+            "users": users,
+            "may_run": may_start,
+            "may_start": may_start,
+            "policy": "allowed",
+            "blackout": None,
+            "battery_percent": None,
+            "on_ac": None,
+        },
+        "resources": {
+            "cpus": 4,
+            "memory_total_mb": 16000,
+            "memory_free_mb": memory_free_mb,
+            "disk_free_mb": 100000,
+            "hw_virt": True,
+            "hw_virt_held_by": None,
+            "hypervisor": "qemu",
+            "hypervisor_version": "7.2",
+        },
+        "capacity": {"max_vms": 2, "free_slots": 2},
+        "slots": slots
+        if slots is not None
+        else [
+            {"slot": 0, "state": "idle", "vm_name": None, "lease_id": None},
+            {"slot": 1, "state": "idle", "vm_name": None, "lease_id": None},
+        ],
+        "declined": declined or [],
+        "images": [],
+    }
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Starlette, **ssl: str) -> Iterator[int]:
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread (``ssl_certfile``, ``ssl_keyfile`` for
+    HTTPS); yields the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, **ssl))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted: to assert that nothing was written."""
+    meta = MetaData()
+    meta.reflect(engine)
+    with engine.connect() as conn:
+        return {
+            name: sorted(tuple(row) for row in conn.execute(select(table)))
+            for name, table in sorted(meta.tables.items())
+        }
+
+
+__all__ = [
+    "BOINC",
+    "BULK",
+    "ENROL_KEY",
+    "GRID",
+    "Clock",
+    "dump",
+    "enrol_body",
+    "heartbeat",
+    "job_ads",
+    "make_coordinator",
+    "replace",
+    "set_demand",
+    "signed_headers",
+    "token",
+    "write_setup",
+]

@@ -1,0 +1,161 @@
+"""``cvmc-coordinator``: the config check, migrations, revocation and backups (real databases),
+plus the config parser's errors (each names its key)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from coordinator.coord_support import Clock, enrol_body, make_coordinator, write_setup
+from sqlalchemy import create_engine, inspect
+
+from cvmc.coordinator.adapters.schema import metadata
+from cvmc.coordinator.domain.config import ConfigError, parse_config_text
+
+GOOD = """
+[server]
+listen_host = "127.0.0.1"
+listen_port = 8080
+public_url = "https://lab-coordinator"
+[database]
+url = "sqlite:////var/lib/cvmc-coordinator/coordinator.db"
+password_file = ""
+[enrolment]
+key_file = "/etc/cvmc-coordinator/enrol.key"
+[leases]
+ttl_s = 300
+heartbeat_s = 60
+offline_after_s = 180
+[images]
+dir = "/srv/cvmc-images"
+base_url = "/images/"
+[demand]
+source = "htcondor"
+job_ads_file = ""
+collector = ""
+schedds = []
+match_unnamed_jobs = false
+poll_s = 30
+[grid]
+model_file = "/etc/cvmc-coordinator/grid.json"
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cvmc.coordinator.entrypoints.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_interface_example_is_valid(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(GOOD)
+    result = run("--config", str(config), "check-config")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert run("check-config", "--config", str(config)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("ttl_s = 300", 'ttl_s = "300"'), "leases.ttl_s"),
+        (("listen_port = 8080", "listen_port = 0"), "server.listen_port"),
+        (('source = "htcondor"', 'source = "condor_q"'), "demand.source"),
+        (('source = "htcondor"', 'source = "job_ads_file"'), "demand.job_ads_file"),
+        (("offline_after_s = 180", "offline_after_s = 30"), "leases.offline_after_s"),
+        (('url = "sqlite', 'url = "mysql'), "database.url"),
+        (('base_url = "/images/"', 'base_url = "/images"'), "images.base_url"),
+        (("schedds = []", 'schedds = "a"'), "demand.schedds"),
+        (("poll_s = 30", "poll_s = 30\nsurprise = 1"), "demand.surprise"),
+        (("[grid]", "[grids]"), "grids"),
+        (('public_url = "https', 'public_url = "ftp'), "server.public_url"),
+        (("match_unnamed_jobs = false", "match_unnamed_jobs = 1"), "demand.match_unnamed_jobs"),
+        (('password_file = ""', 'password_file = "/etc/pw"'), "database.password_file"),
+        (("[leases]", "[leases\n"), "c.toml"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    text = GOOD.replace(*change, 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config_text(text, name="c.toml")
+    assert str(caught.value).startswith(f"{key}:") or caught.value.key == key
+
+
+def test_check_config_exit_2_with_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(GOOD.replace("ttl_s = 300", "ttl_s = 5"))
+    result = run("--config", str(config), "check-config")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "leases.ttl_s" in result.stderr
+    missing = run("--config", str(tmp_path / "none.toml"), "check-config")
+    assert missing.returncode == 2
+    assert "--config" in missing.stderr
+
+
+def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    first = run("--config", str(config), "migrate")
+    assert (first.returncode, first.stdout) == (0, "migrated none -> 0001\n"), first.stderr
+    again = run("--config", str(config), "migrate")
+    assert (again.returncode, again.stdout) == (0, "unchanged\n")
+    # The migrations create exactly the tables the store queries.
+    engine = create_engine(db_url)
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.columns.keys())
+    engine.dispose()
+    # Enrol one desktop through the service, then revoke it (twice: idempotent).
+    setup = write_setup(tmp_path, db_url)
+    coordinator = make_coordinator(setup, Clock())
+    coordinator.enrol(enrol_body("desk03"))
+    coordinator.store.close()
+    result = run("--config", str(config), "revoke-desktop", "desk03", "ghost")
+    assert json.loads(result.stdout) == {"revoked": ["desk03"], "unchanged": ["ghost"]}
+    result = run("--config", str(config), "revoke-desktop", "desk03")
+    assert json.loads(result.stdout) == {"revoked": [], "unchanged": ["desk03"]}
+    # Backup: a consistent copy, written via a temp file.
+    output = tmp_path / "backup.db"
+    result = run("--config", str(config), "backup", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in tmp_path.glob(".backup-*")] == []
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(output) as conn:
+            assert conn.execute("SELECT name, revoked_at IS NOT NULL FROM desktops").fetchall() == [
+                ("desk03", 1)
+            ]
+    else:
+        listing = subprocess.run(
+            ["pg_restore", "--list", str(output)], capture_output=True, text=True, check=True
+        )
+        assert "TABLE DATA public desktops" in listing.stdout
+    failed = run("--config", str(config), "backup", "--output", str(tmp_path / "no" / "b.db"))
+    assert failed.returncode == 1
+    assert "backup" in failed.stderr
+
+
+def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) -> None:
+    setup = write_setup(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[database]\nurl = "{setup.database.url}"\n'
+        f'[enrolment]\nkey_file = "{setup.enrolment.key_file}"\n'
+        f'[grid]\nmodel_file = "{setup.grid.model_file}"\n'
+    )
+    result = run("--config", str(config), "serve")
+    assert result.returncode == 2
+    assert "database.url" in result.stderr
+    assert "migrate" in result.stderr
+    Path(setup.enrolment.key_file).chmod(0o644)
+    result = run("--config", str(config), "serve")
+    assert result.returncode == 2
+    assert "enrolment.key_file" in result.stderr
