@@ -18,6 +18,9 @@ GRID_EXTRA_PACKAGES=(
   # openvpn_gateway and research_vm (tunnel side): OpenVPN, nftables, tc, the PKI module's
   # and the seed reader's Python libraries, and iperf3 for the cap measurements
   openvpn nftables python3-cryptography python3-yaml iperf3
+  # grid_coordinator: nginx (TLS, image repository), a venv for the wheelhouse install, sqlite3
+  # to check backups, acl for Ansible's become_user to the service account
+  nginx python3-venv sqlite3 acl
 )
 
 rootfs=${1:?usage: base-image.sh ROOTFS_DIR MIRROR_URI}

@@ -17,7 +17,9 @@ case $target in
   coordinator | windows) ;;
   *) echo "wheelhouse: unknown target '$target' (coordinator or windows)" >&2; exit 2 ;;
 esac
-if [[ -f $out/.complete ]] && [[ -z $(find pyproject.toml src -newer "$out/.complete" -print -quit) ]]; then
+# Build metadata (egg-info of an editable install) and byte code are not sources.
+if [[ -f $out/.complete ]] && [[ -z $(find pyproject.toml src \( -name '*.egg-info' -o -name __pycache__ \) \
+  -prune -o -newer "$out/.complete" -print -quit) ]]; then
   echo "wheelhouse: $out unchanged"
   exit 0
 fi

@@ -1,0 +1,34 @@
+AccountingGroup = "group_physics.alice"
+Args = "--sweep 42"
+ClusterId = 1042
+Cmd = "/home/alice/sweep.sh"
+CondorPlatform = "$CondorPlatform: X86_64-Debian_12 $"
+CondorVersion = "$CondorVersion: 24.0.3 2025-01-09 BuildID: 769153 PackageID: 24.0.3-1 $"
+CurrentHosts = 0
+DiskUsage = 1
+EnteredCurrentStatus = 1764040000
+GlobalJobId = "lab-submit#1042.0#1764040000"
+ImageSize = 1
+In = "/dev/null"
+Iwd = "/home/alice/sweep"
+JobPrio = 0
+JobStatus = 1
+JobUniverse = 5
+MaxHosts = 1
+MinHosts = 1
+MyType = "Job"
+NumJobStarts = 0
+Out = "sweep.out"
+Owner = "alice"
+ProcId = 0
+QDate = 1764040000
+RequestCpus = 1
+RequestDisk = DiskUsage
+RequestMemory = 512
+Requirements = (TARGET.vm_name == "its-u11-boinc-20120415") && (TARGET.Arch == "X86_64") && (TARGET.OpSys == "LINUX") && (TARGET.Memory >= RequestMemory) && (TARGET.HasFileTransfer)
+ShouldTransferFiles = "YES"
+TargetType = "Machine"
+User = "alice@lab-grid"
+WhenToTransferOutput = "ON_EXIT"
+vm_name = "its-u11-boinc-20120415"
+
