@@ -8,7 +8,7 @@
 #      hash of its recipe (scripts/base-image.sh): rebuilt only when the recipe changes;
 #   3. pin podman to runc (crun refuses hybrid cgroup layouts) and, only where the OCI runtime
 #      may not set rlimits, route it through scripts/runc-norlimits;
-#   4. prove a systemd container boots;
+#   4. prove a systemd container boots, and that a container starts on an --internal network;
 #   5. create the test networks, always `--internal` (no route off this machine).
 #
 # Environment: GRID_TESTHOSTS_MIRROR overrides the Debian mirror (default: this machine's apt
@@ -35,7 +35,9 @@ fi
 # --- 1. packages ---------------------------------------------------------------------------
 install_packages() {
   local missing=() pkg
-  for pkg in podman runc debootstrap netavark aardvark-dns python3; do
+  # iptables: netavark (Debian 12) sets up every bridge network with it, --internal ones too;
+  # without it a container on a network fails with "netavark: No such file or directory".
+  for pkg in podman runc debootstrap netavark aardvark-dns iptables python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -138,6 +140,14 @@ create_networks() {
   done
 }
 
+# A container on one of the test networks: proves the network backend works (netavark and its
+# firewall tools), which --network none above does not exercise.
+network_smoke_test() {
+  local out
+  out=$(podman run --rm --network grid-lab "$IMAGE:latest" /bin/true 2>&1) \
+    || die "podman cannot start a container on the internal network grid-lab: $out"
+}
+
 exec 9>/run/lock/desktop-grid-testhosts.lock
 flock 9
 install_packages
@@ -145,4 +155,5 @@ build_image
 configure_runtime
 smoke_test
 create_networks
+network_smoke_test
 echo "$IMAGE:latest"
