@@ -1,9 +1,11 @@
 """Render test: every template, script and derived setting of windows_desktop, against the
 example inventory, rendered by the real role (ansible-playbook, tasks_from render.yml) on the
-controller, then read by the real consumers where they exist here: the agent's own config
-parser, cvmc.gridmodel (identities, client configs, enrolment tokens), the real wheelhouse's
-wheels. The PowerShell scripts are checked against their contracts (the report keys the
-evaluator reads, the VBoxManage subcommands the agent's driver uses); no PowerShell runs here.
+controller (the session fixture `rendered`, tests/windows/conftest.py), then read by the real
+consumers where they exist here: the agent's own config parser, cvmc.gridmodel (identities,
+client configs, enrolment tokens), the real wheelhouse's wheels. The PowerShell scripts are
+checked against their contracts (the report keys the evaluator reads, the VBoxManage subcommands
+the agent's driver uses); no PowerShell runs here (test_windows_powershell_syntax.py parses them
+with a third-party PowerShell grammar).
 """
 
 from __future__ import annotations
@@ -16,27 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
-from windows.windows_run import ENROL_KEY, EXAMPLE, ROOT, build_wheelhouse, offline_vars, run
+from windows.windows_run import ENROL_KEY, EXAMPLE, HOSTS, ROOT
 
 from cvmc.agent.domain.config import parse_config
 from cvmc.gridmodel import addressing, preflight, vpn
 from cvmc.gridmodel.enrolment import verify_enrol_token
 
 pytestmark = pytest.mark.slow
-HOSTS = ("chem-lab-01.ad.example.edu", "phys-lab-03.ad.example.edu")
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("render")
-    build_wheelhouse()
-    extra = offline_vars(
-        windows_desktop_render_dir=str(tmp / "out"), windows_desktop_render_secrets=True
-    )
-    result = run(ROOT / "tests/windows/render.yml", tmp, extra, "--limit", ",".join(HOSTS))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert ENROL_KEY not in result.stdout + result.stderr
-    return tmp / "out"
 
 
 def grid_vars() -> dict[str, Any]:

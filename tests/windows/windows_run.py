@@ -11,6 +11,7 @@ from ansible_run import ROOT, ansible_playbook
 __all__ = [
     "ENROL_KEY",
     "EXAMPLE",
+    "HOSTS",
     "ROOT",
     "SHA",
     "WHEELHOUSE",
@@ -22,6 +23,8 @@ __all__ = [
 EXAMPLE = ROOT / "inventories/example"
 WHEELHOUSE = ROOT / ".cache/wheelhouse/windows"
 ENROL_KEY = "test-enrol-key-0123456789abcdef-0123456789"
+# The example desktops the render tests render the role for (tests/windows/conftest.py).
+HOSTS = ("chem-lab-01.ad.example.edu", "phys-lab-03.ad.example.edu")
 SHA = "0" * 63 + "1"
 
 
