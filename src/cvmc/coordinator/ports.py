@@ -14,6 +14,8 @@ __all__ = [
     "CatalogueSource",
     "DashboardCounts",
     "DemandSource",
+    "HeartbeatItem",
+    "HeartbeatResult",
     "HeartbeatUpdate",
     "ReplayedError",
     "RevokedError",
@@ -69,6 +71,21 @@ class HeartbeatUpdate:
 
 
 @dataclass(frozen=True)
+class HeartbeatItem:
+    """One authenticated heartbeat, waiting to be applied."""
+
+    desktop_id: str
+    seq: int
+    update: HeartbeatUpdate
+
+
+#: What a store answers for one heartbeat: the desktop's current leases, or its refusal.
+HeartbeatResult = list[LeaseView] | ReplayedError | RevokedError | UnknownDesktopError
+
+_REFUSALS = (ReplayedError, RevokedError, UnknownDesktopError)
+
+
+@dataclass(frozen=True)
 class DashboardCounts:
     desktops: Mapping[str, int]  # idle / busy / owner_present / offline / revoked
     running: Mapping[str, int]  # VMs running by type
@@ -109,6 +126,22 @@ class Store(ABC):
         self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
     ) -> list[LeaseView]:
         """Apply a heartbeat atomically; return the desktop's current leases."""
+
+    def heartbeats(
+        self, items: Sequence[HeartbeatItem], now: float, backoff_s: float
+    ) -> list[HeartbeatResult]:
+        """Apply several heartbeats in order, each as ``heartbeat`` would; a refusal is that
+        item's result, not an exception. A store whose database allows it overrides this to
+        use fewer round trips (group commit); an exception here fails the whole batch."""
+        results: list[HeartbeatResult] = []
+        for item in items:
+            try:
+                leases = self.heartbeat(item.desktop_id, item.seq, now, item.update, backoff_s)
+            except _REFUSALS as exc:
+                results.append(exc)
+            else:
+                results.append(leases)
+        return results
 
     @abstractmethod
     def touch(self, desktop_id: str, seq: int, now: float) -> None:

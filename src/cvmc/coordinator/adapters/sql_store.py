@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +36,8 @@ from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
 from cvmc.coordinator.ports import (
     AuthRecord,
     DashboardCounts,
+    HeartbeatItem,
+    HeartbeatResult,
     HeartbeatUpdate,
     ReplayedError,
     RevokedError,
@@ -96,6 +99,8 @@ _ACCEPT_PG = text(
     "l.memory_mb, l.created_at, l.start_by, l.state "
     "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = :b_id"
 )
+#: The same statement for psycopg itself (``%(name)s`` parameters), for pipelined batches.
+_ACCEPT_PG_RAW = re.sub(r":(b_\w+)", r"%(\1)s", str(_ACCEPT_PG.text))
 _LEASES_OF = select(leases).where(leases.c.desktop_id == bindparam("b_id"))
 _LEASE_STATE = (
     update(leases).where(leases.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
@@ -267,7 +272,9 @@ class SqlStore(Store):
             return None
         return AuthRecord(row.id, bytes(row.salt), int(row.last_seq), row.revoked_at is not None)
 
-    def _refusal(self, conn: Connection, desktop_id: str) -> Exception:
+    def _refusal(
+        self, conn: Connection, desktop_id: str
+    ) -> ReplayedError | RevokedError | UnknownDesktopError:
         row = conn.execute(
             select(desktops.c.last_seq, desktops.c.revoked_at).where(desktops.c.id == desktop_id)
         ).first()
@@ -322,6 +329,54 @@ class SqlStore(Store):
             with self._write() as conn:
                 self._apply_plan(conn, desktop_id, plan, now, backoff_s)
         return plan.kept
+
+    def heartbeats(
+        self, items: Sequence[HeartbeatItem], now: float, backoff_s: float
+    ) -> list[HeartbeatResult]:
+        """PostgreSQL: the whole batch in one pipeline (one round trip, one commit) on the
+        heartbeat connection; refusals and lease changes, which are rare, follow."""
+        if self._sqlite or not items:
+            return super().heartbeats(items, now, backoff_s)
+        raw = self.heartbeat_engine.raw_connection()
+        try:
+            pg: Any = raw.driver_connection
+            cursors = []
+            with pg.pipeline():
+                for item in items:
+                    values = _row_values(item.desktop_id, item.seq, now, item.update, 0)
+                    values["b_busy"] = list(item.update.busy_lease_ids)
+                    cursor = pg.cursor()
+                    cursor.execute(_ACCEPT_PG_RAW, values, prepare=True)
+                    cursors.append(cursor)
+            answers = [cursor.fetchall() for cursor in cursors]
+            pg.commit()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        results: list[HeartbeatResult] = []
+        plans: list[tuple[str, _Plan]] = []
+        refused: list[int] = []
+        for index, (item, rows) in enumerate(zip(items, answers, strict=True)):
+            if not rows or rows[0][0] != 1:
+                refused.append(index)
+                results.append([])
+                continue
+            current = [LeaseView(*row[1:]) for row in rows if row[1] is not None]
+            plan = _plan(current, item.update, now)
+            if plan.changes:
+                plans.append((item.desktop_id, plan))
+            results.append(plan.kept)
+        if refused:
+            with self.engine.connect() as conn:
+                for index in refused:
+                    results[index] = self._refusal(conn, items[index].desktop_id)
+        if plans:
+            with self._write() as conn:
+                for desktop_id, plan in plans:
+                    self._apply_plan(conn, desktop_id, plan, now, backoff_s)
+        return results
 
     def _apply_plan(
         self, conn: Connection, desktop_id: str, plan: _Plan, now: float, backoff_s: float

@@ -37,6 +37,8 @@ from cvmc.coordinator.ports import (
     CatalogueSource,
     DashboardCounts,
     DemandSource,
+    HeartbeatItem,
+    HeartbeatResult,
     HeartbeatUpdate,
     ReplayedError,
     RevokedError,
@@ -215,6 +217,10 @@ class Coordinator:
         self._credentials[desktop_id] = credential
         return desktop_id, seq
 
+    def knows(self, headers: Mapping[str, str]) -> bool:
+        """Whether the request's desktop authenticated before (its check needs no database)."""
+        return headers.get("x-cvmc-desktop", "") in self._credentials
+
     @contextlib.contextmanager
     def _accepting(self, desktop_id: str, seq: int) -> Iterator[None]:
         """The store's refusals of a signed request, as the documented errors."""
@@ -235,16 +241,36 @@ class Coordinator:
     # -- heartbeat ------------------------------------------------------------------------
 
     def heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> dict[str, Any]:
+        """Authenticate, validate and apply one heartbeat; the reply body."""
+        item = self.accept_heartbeat(headers, path, body)
+        now = self.clock()
+        with self._accepting(item.desktop_id, item.seq):
+            current = self.store.heartbeat(
+                item.desktop_id, item.seq, now, item.update, self.config.leases.decline_backoff_s
+            )
+        return self.heartbeat_reply(current, now)
+
+    def accept_heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> HeartbeatItem:
+        """The checks before any write: signature (and, the first time, the database's
+        revocation and sequence), JSON, schema. ``ApiError`` if one fails."""
         desktop_id, seq = self.authenticate("POST", path, headers, body)
         payload = _json(body, "heartbeat")
         _check(self._heartbeat_schema, payload, "heartbeat")
         assert isinstance(payload, dict)
-        update = _update(payload)
-        now = self.clock()
-        with self._accepting(desktop_id, seq):
-            current = self.store.heartbeat(
-                desktop_id, seq, now, update, self.config.leases.decline_backoff_s
-            )
+        return HeartbeatItem(desktop_id, seq, _update(payload))
+
+    def heartbeat_result(
+        self, item: HeartbeatItem, result: HeartbeatResult, now: float
+    ) -> dict[str, Any]:
+        """The reply to a heartbeat that went through ``Store.heartbeats``; its refusal as
+        the documented error."""
+        if isinstance(result, list):
+            return self.heartbeat_reply(result, now)
+        with self._accepting(item.desktop_id, item.seq):
+            raise result
+        raise AssertionError("unreachable")  # pragma: no cover - _accepting always raises
+
+    def heartbeat_reply(self, current: list[LeaseView], now: float) -> dict[str, Any]:
         return {
             "server_time": _iso(now),
             "heartbeat_s": self.config.leases.heartbeat_s,
