@@ -14,18 +14,27 @@ Objects are kept the way pfSense keeps them: a list per model whose ``id`` is th
 ids shift after a delete), defaults filled in, readonly fields set by the server (``refid``,
 ``vpnid``, limiter ``number``, rule ``tracker``), references checked (a CSO's servers, a rule's
 limiters and aliases, a CRL's CA), and firewall objects staged until ``POST /firewall/apply``.
+
+Run as a script, it serves one empty firewall on 127.0.0.1 as a background process for
+molecule's ``pfsense`` scenario (``main``, below): ``serve`` writes its URL and pid to files and
+exits by itself after ``--max-seconds``; ``stop`` ends the one a pid file names.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import ipaddress
 import json
+import os
 import secrets
+import signal
 import ssl
+import sys
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -532,3 +541,140 @@ def serve(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+#: A process of this script, as /proc/<pid>/cmdline shows it (so a reused pid is never killed).
+_SCRIPT = Path(__file__).name
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _is_double(pid: int) -> bool:
+    """Is the process alive (not a zombie) and running this script?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(_SCRIPT.encode()) for arg in cmdline)
+
+
+def _double_pid(pid_file: Path) -> int | None:
+    """The pid in the file if that process is a live double, else None."""
+    try:
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and _is_double(pid) else None
+
+
+def stop(pid_file: Path, *, wait: float = 10.0) -> int | None:
+    """SIGTERM the double the pid file names, wait for it to go; its pid, or None if none ran."""
+    pid = _double_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return None
+    with suppress(ProcessLookupError):  # it may exit at any moment
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while _is_double(pid):
+        if time.monotonic() > deadline:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def _detach(url_file: Path, log_file: Path | None, timeout: float) -> bool:
+    """Fork: the child goes on as the server, in its own session with its output in the log.
+    The parent returns True once the child has written its URL (False: it died or hung)."""
+    child = os.fork()
+    if child == 0:
+        os.setsid()
+        out = os.open(log_file or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(null)
+        os.close(out)
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if url_file.exists():
+            print(url_file.read_text(encoding="utf-8").strip())
+            return True
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            print(f"the double exited with status {status} before serving", file=sys.stderr)
+            sys.exit(1)
+        time.sleep(0.05)
+    print(f"the double wrote no URL within {timeout} s", file=sys.stderr)
+    sys.exit(1)
+
+
+def _serve_until(args: argparse.Namespace) -> int:
+    api_key = args.api_key_file.read_text(encoding="utf-8").strip()
+    if not api_key:
+        print(f"--api-key-file {args.api_key_file}: empty", file=sys.stderr)
+        return 2
+    previous = stop(args.pid_file)
+    if previous is not None:
+        print(f"stopped the previous double (pid {previous})")
+    args.url_file.unlink(missing_ok=True)
+    if args.detach and _detach(args.url_file, args.log_file, args.ready_seconds):
+        return 0
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    _write_atomically(args.pid_file, f"{os.getpid()}\n")
+    firewall = Firewall(api_key=api_key)
+    try:
+        with serve(firewall) as url:
+            _write_atomically(args.url_file, url + "\n")
+            print(f"serving {url} for at most {args.max_seconds:g} s", flush=True)
+            if not done.wait(args.max_seconds):
+                print(f"lifetime of {args.max_seconds:g} s reached", flush=True)
+    finally:
+        args.url_file.unlink(missing_ok=True)
+        if _double_pid(args.pid_file) == os.getpid():
+            args.pid_file.unlink(missing_ok=True)
+    print(f"stopped after {len(firewall.requests)} requests", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``serve``: one empty firewall on 127.0.0.1 (a free port), for a bounded time; ``stop``."""
+    parser = argparse.ArgumentParser(
+        prog=_SCRIPT, description="The pfrest v2.4.0 contract double on loopback."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="serve until stopped or --max-seconds have passed")
+    run.add_argument("--url-file", type=Path, required=True, help="written once serving")
+    run.add_argument("--pid-file", type=Path, required=True, help="a double it names is stopped")
+    run.add_argument("--api-key-file", type=Path, required=True, help="the accepted API key")
+    run.add_argument("--max-seconds", type=float, default=900.0, help="lifetime (default 900)")
+    run.add_argument("--detach", action="store_true", help="return once serving, in background")
+    run.add_argument("--log-file", type=Path, help="the detached double's output")
+    run.add_argument("--ready-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    halt = sub.add_parser("stop", help="stop the double the pid file names")
+    halt.add_argument("--pid-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "stop":
+        pid = stop(args.pid_file)
+        print(f"stopped pid {pid}" if pid is not None else "not running")
+        return 0
+    if args.max_seconds <= 0:
+        parser.error("--max-seconds must be positive")
+    return _serve_until(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
