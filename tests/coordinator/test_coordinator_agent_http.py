@@ -44,7 +44,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Coordinator, str, str]]:
     clock = Clock(time.time())
     coordinator = make_coordinator(write_setup(tmp_path, f"sqlite:///{tmp_path / 'c.db'}"), clock)
     cert, key = self_signed(tmp_path)
-    app = create_app(coordinator, background=False)
+    app = create_app(coordinator)
     with serve_in_thread(app, ssl_certfile=cert, ssl_keyfile=key) as port:
         yield coordinator, f"https://127.0.0.1:{port}", cert
 

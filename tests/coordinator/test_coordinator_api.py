@@ -70,7 +70,7 @@ class Desk:
 def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient, Clock]]:
     clock = Clock()
     coordinator = make_coordinator(write_setup(tmp_path, db_url), clock)
-    with TestClient(create_app(coordinator, background=False)) as client:
+    with TestClient(create_app(coordinator)) as client:
         yield coordinator, client, clock
     coordinator.store.close()
 

@@ -162,7 +162,7 @@ def test_the_web_batcher_coalesces_concurrent_heartbeats(coordinator: Coordinato
         return original(items, now, backoff_s)
 
     coordinator.store.heartbeats = counting  # type: ignore[method-assign]
-    with serve_in_thread(create_app(coordinator, background=False)) as port:
+    with serve_in_thread(create_app(coordinator)) as port:
 
         async def beat_all() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

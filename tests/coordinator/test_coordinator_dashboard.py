@@ -78,7 +78,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[Coordinator, str]]:
         {BOINC: 15, BULK: 5},
         {BOINC: 20},
     )
-    with serve_in_thread(create_app(coordinator, background=False)) as port:
+    with serve_in_thread(create_app(coordinator)) as port:
         yield coordinator, f"http://127.0.0.1:{port}/"
 
 

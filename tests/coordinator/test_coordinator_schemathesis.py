@@ -35,7 +35,7 @@ OPERATIONS = [
 def app(tmp_path_factory: pytest.TempPathFactory) -> Starlette:
     tmp: Path = tmp_path_factory.mktemp("schemathesis")
     coordinator = make_coordinator(write_setup(tmp, f"sqlite:///{tmp / 'c.db'}"), Clock())
-    return create_app(coordinator, background=False)
+    return create_app(coordinator)
 
 
 def test_every_operation_is_fuzzed(app: Starlette) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -90,12 +91,13 @@ def build(config: Config) -> Coordinator:
 def serve(config: Config) -> int:
     import uvicorn  # noqa: PLC0415
 
+    from cvmc.coordinator.adapters.rounds import ProcessRounds  # noqa: PLC0415
     from cvmc.coordinator.adapters.web import create_app  # noqa: PLC0415
 
     coordinator = build(config)
-    # The allocation round is CPU work in a thread; while it runs, the event loop waits for the
-    # GIL each time it gave it up (every socket or SQLite call), by default up to 5 ms a time.
-    # A shorter switch interval bounds that wait, and with it heartbeats' p99 during a round.
+    # Heartbeats share the interpreter with the PostgreSQL writer thread and the threads of
+    # enrolments and catalogue requests; each time the event loop gives the lock up (every
+    # socket or database call) it may wait up to the switch interval to get it back.
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     log.info(
         "serving grid %r as %s on %s:%d (%d desktops, %d VM types)",
@@ -107,7 +109,7 @@ def serve(config: Config) -> int:
         len(coordinator.grid.vm_types),
     )
     uvicorn.run(
-        create_app(coordinator),
+        create_app(coordinator, rounds=ProcessRounds(functools.partial(build, config))),
         host=config.server.listen_host,
         port=config.server.listen_port,
         access_log=config.server.access_log,

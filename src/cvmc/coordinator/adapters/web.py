@@ -7,8 +7,9 @@ about a third of the CPU per heartbeat. On a database server (PostgreSQL) heartb
 checked on the event loop and written in batches by one thread (group commit: whatever arrived
 while the previous batch was in the database goes in the next one, so a lone heartbeat waits
 for nobody); a thread hop and a round trip per request cost three times the CPU
-(docs/performance.md). An allocation round runs every ``leases.allocate_s`` in the background
-while the app lives.
+(docs/performance.md). With ``rounds`` (what ``serve`` gives), allocation rounds run in a
+child process while the app lives (``cvmc.coordinator.adapters.rounds``); tests call
+``Coordinator.allocation_round`` themselves.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from cvmc.agent.domain.protocol import API_PREFIX
 from cvmc.coordinator.adapters.dashboard import render_dashboard
 from cvmc.coordinator.adapters.openapi import openapi_document
+from cvmc.coordinator.adapters.rounds import ProcessRounds
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
 from cvmc.coordinator.service.coordinator import ApiError, Coordinator
 
@@ -124,7 +125,7 @@ def _error(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
-def create_app(coordinator: Coordinator, *, background: bool = True) -> Starlette:
+def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None) -> Starlette:
     limit = coordinator.config.server.max_body_bytes
     inline = coordinator.store.embedded
     batcher = None if inline else _HeartbeatBatcher(coordinator)
@@ -184,19 +185,6 @@ def create_app(coordinator: Coordinator, *, background: bool = True) -> Starlett
     async def openapi_json(_request: Request) -> Response:
         return JSONResponse(openapi)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(_rounds(coordinator)) if background else None
-        try:
-            yield
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if batcher is not None:
-                batcher.close()
-
     static = str(resources.files("cvmc.coordinator").joinpath("static"))
     routes: list[Any] = [
         Route(f"{API_PREFIX}/enrol", counted("enrol", enrol), methods=["POST"]),
@@ -208,15 +196,28 @@ def create_app(coordinator: Coordinator, *, background: bool = True) -> Starlett
         Route("/", dashboard, methods=["GET"]),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=_lifespan(coordinator, rounds, batcher))
 
 
-async def _rounds(coordinator: Coordinator) -> None:
-    interval = coordinator.config.leases.allocate_s
-    while True:
-        started = time.monotonic()
+def _lifespan(
+    coordinator: Coordinator, rounds: ProcessRounds | None, batcher: _HeartbeatBatcher | None
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """While the app lives: the allocation rounds (if given); at its end, their process and
+    the heartbeat writer stop."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(rounds.run(coordinator)) if rounds is not None else None
         try:
-            await run_in_threadpool(coordinator.allocation_round)
-        except Exception:
-            log.exception("allocation round failed")
-        await asyncio.sleep(max(interval - (time.monotonic() - started), 0.05))
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if rounds is not None:
+                rounds.close()
+            if batcher is not None:
+                batcher.close()
+
+    return lifespan

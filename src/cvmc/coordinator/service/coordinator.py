@@ -48,7 +48,7 @@ from cvmc.coordinator.ports import (
 )
 from cvmc.gridmodel.enrolment import verify_enrol_token
 
-__all__ = ["ApiError", "Coordinator"]
+__all__ = ["ApiError", "Coordinator", "RoundReport"]
 
 log = logging.getLogger("cvmc.coordinator")
 
@@ -102,6 +102,21 @@ class Metrics:
     demand_errors: int = 0
     revoked: Counter[str] = field(default_factory=Counter)
     granted: int = 0
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What a coordinator that runs the allocation rounds elsewhere (a child process) tells
+    the one that serves: the demand it saw, the dashboard's counts and its cumulative round
+    metrics."""
+
+    demand: Demand
+    demand_errors: int
+    counts: DashboardCounts
+    rounds: int
+    round_seconds: float
+    granted: int
+    revoked: dict[str, int]
 
 
 class Coordinator:
@@ -348,6 +363,29 @@ class Coordinator:
                     "allocation: %d new lease(s), %d revoked", len(result.new), len(result.revoked)
                 )
             return result
+
+    def round_report(self) -> RoundReport:
+        """This coordinator's round state, for the one that serves (``absorb``)."""
+        return RoundReport(
+            demand=self.demand,
+            demand_errors=self.metrics.demand_errors,
+            counts=self.counts,
+            rounds=self.metrics.rounds,
+            round_seconds=self.metrics.round_seconds,
+            granted=self.metrics.granted,
+            revoked=dict(self.metrics.revoked),
+        )
+
+    def absorb(self, report: RoundReport) -> None:
+        """Take the round state of the coordinator that runs the rounds (its counters are
+        cumulative: they replace ours)."""
+        self.demand = report.demand
+        self.counts = report.counts
+        self.metrics.demand_errors = report.demand_errors
+        self.metrics.rounds = report.rounds
+        self.metrics.round_seconds = report.round_seconds
+        self.metrics.granted = report.granted
+        self.metrics.revoked = Counter(report.revoked)
 
     # -- metrics --------------------------------------------------------------------------
 

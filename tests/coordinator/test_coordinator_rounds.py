@@ -1,0 +1,111 @@
+"""Allocation rounds in their own process (``ProcessRounds``), as ``serve`` runs them.
+
+Real: uvicorn on loopback, a spawned child process that builds its own coordinator through
+the composition root and writes leases to the same database (SQLite and PostgreSQL), and the
+web process's metrics fed by the child's reports. A killed child is replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psutil
+from coordinator.coord_support import (
+    BOINC,
+    Clock,
+    enrol_body,
+    heartbeat,
+    make_coordinator,
+    serve_in_thread,
+    set_demand,
+    signed_headers,
+    write_setup,
+)
+
+from cvmc.coordinator.adapters.rounds import ProcessRounds
+from cvmc.coordinator.adapters.web import create_app
+from cvmc.coordinator.compose import build
+
+HB = "/api/v1/heartbeat"
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(client: httpx.Client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def rounds_children() -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process().children()
+        if any("multiprocessing" in part for part in child.cmdline())
+        and not any("resource_tracker" in part for part in child.cmdline())
+    ]
+
+
+def test_rounds_run_in_a_child_process_that_is_replaced_when_killed(
+    tmp_path: Path, db_url: str
+) -> None:
+    config = write_setup(tmp_path, db_url, leases={"allocate_s": 0.2})
+    coordinator = make_coordinator(config, Clock())
+    coordinator.clock = time.time  # the child keeps real time too
+    reply = coordinator.enrol(enrol_body("desk00"))
+    desk, credential = reply["desktop_id"], reply["credential"]
+    seq = 0
+
+    def beat(client: httpx.Client) -> list[dict[str, object]]:
+        nonlocal seq
+        seq += 1
+        raw = json.dumps(heartbeat()).encode()
+        answer = client.post(
+            HB, content=raw, headers=signed_headers("POST", HB, desk, credential, seq, raw)
+        )
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["leases"])
+
+    rounds = ProcessRounds(functools.partial(build, config))
+    try:
+        with (
+            serve_in_thread(create_app(coordinator, rounds=rounds)) as port,
+            httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            assert beat(client) == []
+            set_demand(coordinator, (BOINC, 1))  # the child reads the same job ads file
+            # The child allocates and writes the lease; the web process serves it.
+            wait_for("a lease from the rounds process", lambda: beat(client) != [])
+            assert metric(client, "cvmc_leases_granted_total") == 1
+            assert metric(client, f'cvmc_demand_jobs{{vm_name="{BOINC}"}}') == 1
+            (child,) = rounds_children()
+            assert child.pid != psutil.Process().pid
+            before = metric(client, "cvmc_allocation_rounds_total")
+            assert before >= 1
+
+            child.kill()
+            child.wait(10)
+            # A new child takes over; its counters start again, as a restarted exporter's do.
+            wait_for(
+                "a new rounds process",
+                lambda: [p.pid for p in rounds_children()] not in ([], [child.pid]),
+            )
+            wait_for("rounds again", lambda: metric(client, "cvmc_allocation_rounds_total") >= 1)
+            assert len(beat(client)) == 1  # the lease survived the change of process
+        assert rounds_children() == []  # the app's end stopped the child
+    finally:
+        rounds.close()
+        coordinator.store.close()
