@@ -10,8 +10,9 @@ connections from a small asyncio client (raw sockets, so the client costs little
    and allocation rounds run every 5 s;
 2. saturation: as many heartbeats as ``--connections`` connections carry.
 
-Prints, for each backend and phase: requests/s, p50/p99 latency, and the server's CPU seconds
-per request (its process CPU time over the phase). The client runs on the same machine, so the
+Prints, for each backend and phase: requests/s, p50/p99 latency, the server's CPU seconds per
+request (its web process's CPU time over the phase), and the CPU and memory of the process
+that runs the allocation rounds (a child of the server). The client runs on the same machine, so the
 figures are a lower bound for a coordinator with the cores to itself. Asserts nothing.
 
 Usage: python bench/coordinator_load.py [--desktops 20000] [--seconds 20]
@@ -296,16 +297,23 @@ def phase(
         finally:
             task.cancel()
 
+    children = proc.children(recursive=True)  # the allocation rounds' process (spawned)
     cpu0 = sum(proc.cpu_times()[:2])
+    kids0 = sum(sum(child.cpu_times()[:2]) for child in children)
     wall0 = time.perf_counter()
     latencies, errors = asyncio.run(run())
     wall = time.perf_counter() - wall0
     cpu = sum(proc.cpu_times()[:2]) - cpu0
+    kids = sum(sum(child.cpu_times()[:2]) for child in children) - kids0
+    rss = proc.memory_info().rss / 2**20
+    kids_rss = sum(child.memory_info().rss for child in children) / 2**20
     n = len(latencies)
     print(
         f"  {name:<11} {n / wall:8.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
         f"p99 {pct(latencies, 0.99):7.1f} ms  server CPU {cpu / max(n, 1) * 1000:5.2f} ms/req "
-        f"({cpu / wall * 100:4.0f}% of a core)  errors {errors}"
+        f"({cpu / wall * 100:4.0f}% of a core)  errors {errors}\n"
+        f"  {'':<11} rounds process {kids / wall * 100:4.0f}% of a core; "
+        f"RSS: server {rss:.0f} MiB, rounds process {kids_rss:.0f} MiB"
     )
 
 
@@ -343,6 +351,10 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
                 except OSError:
                     time.sleep(0.1)
             proc = psutil.Process(server.pid)
+            for _ in range(100):  # the rounds process is spawned at start
+                if proc.children():
+                    break
+                time.sleep(0.1)
             desks = [Desk(d, c) for d, c in creds]
             rate = args.desktops / args.interval
             for name, phase_rate in ((f"steady {rate:.0f}/s", rate), ("saturation", None)):
