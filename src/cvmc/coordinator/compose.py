@@ -95,6 +95,7 @@ def serve(config: Config) -> int:
     from cvmc.coordinator.adapters.web import create_app  # noqa: PLC0415
 
     coordinator = build(config)
+    log.info("derived the credentials of %d enrolled desktops", coordinator.load_credentials())
     # Heartbeats share the interpreter with the PostgreSQL writer thread and the threads of
     # enrolments and catalogue requests; each time the event loop gives the lock up (every
     # socket or database call) it may wait up to the switch interval to get it back.

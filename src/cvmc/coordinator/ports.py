@@ -122,6 +122,10 @@ class Store(ABC):
     def auth(self, desktop_id: str) -> AuthRecord | None: ...
 
     @abstractmethod
+    def salts(self) -> list[tuple[str, bytes]]:
+        """(desktop id, salt) of every enrolled desktop that is not revoked."""
+
+    @abstractmethod
     def heartbeat(
         self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
     ) -> list[LeaseView]:

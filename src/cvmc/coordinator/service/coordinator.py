@@ -232,6 +232,16 @@ class Coordinator:
         self._credentials[desktop_id] = credential
         return desktop_id, seq
 
+    def load_credentials(self) -> int:
+        """Derive every enrolled desktop's credential once, at start (one query), so that a
+        desktop's first request after a restart needs no database lookup of its own: after a
+        restart all desktops come back within a heartbeat period. Revocation and sequence
+        numbers are still enforced by every request's conditional write. Returns the count."""
+        salts = self.store.salts()[:_CREDENTIAL_CACHE]
+        for desktop_id, salt in salts:
+            self._credentials[desktop_id] = derive_credential(self._key, desktop_id, salt)
+        return len(salts)
+
     def knows(self, headers: Mapping[str, str]) -> bool:
         """Whether the request's desktop authenticated before (its check needs no database)."""
         return headers.get("x-cvmc-desktop", "") in self._credentials
