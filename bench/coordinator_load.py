@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -273,6 +274,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL server processes (0 where there are none)."""
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in {"postgres", "postmaster"}:
+            with contextlib.suppress(psutil.Error):
+                total += sum(process.cpu_times()[:2])
+    return total
+
+
 def phase(
     *,
     name: str,
@@ -300,11 +311,15 @@ def phase(
     children = proc.children(recursive=True)  # the allocation rounds' process (spawned)
     cpu0 = sum(proc.cpu_times()[:2])
     kids0 = sum(sum(child.cpu_times()[:2]) for child in children)
+    pg0 = postgres_cpu()
+    client0 = sum(psutil.Process().cpu_times()[:2])
     wall0 = time.perf_counter()
     latencies, errors = asyncio.run(run())
     wall = time.perf_counter() - wall0
     cpu = sum(proc.cpu_times()[:2]) - cpu0
     kids = sum(sum(child.cpu_times()[:2]) for child in children) - kids0
+    pg = postgres_cpu() - pg0
+    client = sum(psutil.Process().cpu_times()[:2]) - client0
     rss = proc.memory_info().rss / 2**20
     kids_rss = sum(child.memory_info().rss for child in children) / 2**20
     n = len(latencies)
@@ -313,6 +328,7 @@ def phase(
         f"p99 {pct(latencies, 0.99):7.1f} ms  server CPU {cpu / max(n, 1) * 1000:5.2f} ms/req "
         f"({cpu / wall * 100:4.0f}% of a core)  errors {errors}\n"
         f"  {'':<11} rounds process {kids / wall * 100:4.0f}% of a core; "
+        f"PostgreSQL {pg / wall * 100:4.0f}%; load client {client / wall * 100:4.0f}%; "
         f"RSS: server {rss:.0f} MiB, rounds process {kids_rss:.0f} MiB"
     )
 
