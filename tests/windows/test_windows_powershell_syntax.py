@@ -419,6 +419,19 @@ def test_every_rendered_powershell_file_parses(rendered: Path) -> None:
     assert found == [], "\n".join(found)
 
 
+@pytest.mark.slow
+def test_every_rendered_powershell_file_parses_with_windows_line_endings(rendered: Path) -> None:
+    """The role writes the stop script with CRLF (``newline_sequence: '\\r\\n'`` in
+    tasks/agent.yml), so the rendered files must parse with Windows line endings too."""
+    scripts = [
+        replace(script, what=script.what + ", CRLF", text=script.text.replace("\n", "\r\n"))
+        for script in file_scripts(rendered)
+    ]
+    assert all("\r\n" in script.text for script in scripts)
+    found = [problem for script in scripts for problem in problems(script)]
+    assert found == [], "\n".join(found)
+
+
 # Negative controls: small mistakes in real scripts are caught, where they are.
 
 STOP_TASK = "roles/windows_desktop/tasks/stop.yml"
