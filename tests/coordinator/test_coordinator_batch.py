@@ -19,6 +19,7 @@ import pytest
 from coordinator.coord_support import (
     BOINC,
     Clock,
+    dump,
     enrol_body,
     heartbeat,
     make_coordinator,
@@ -127,7 +128,11 @@ def test_a_batch_answers_as_the_same_heartbeats_one_by_one(coordinator: Coordina
 
 
 def test_an_empty_batch_writes_nothing(coordinator: Coordinator) -> None:
+    enrol(coordinator, "desk00")
+    engine = coordinator.store.engine  # type: ignore[attr-defined]
+    before = dump(engine)
     assert coordinator.store.heartbeats([], coordinator.clock(), 600.0) == []
+    assert dump(engine) == before
 
 
 @postgresql_only

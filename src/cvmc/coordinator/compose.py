@@ -6,7 +6,6 @@ import functools
 import logging
 import os
 import stat
-import sys
 
 from cvmc.coordinator.adapters.catalogue_dir import DirectoryCatalogue
 from cvmc.coordinator.adapters.condor_demand import JobAdsFileDemand, ScheddDemand
@@ -21,9 +20,6 @@ from cvmc.gridmodel.enrolment import MIN_KEY_LENGTH
 __all__ = ["build", "read_enrol_key", "read_grid", "serve"]
 
 log = logging.getLogger("cvmc.coordinator")
-
-#: The interpreter's thread switch interval while serving (Python's default is 0.005 s).
-_SWITCH_INTERVAL_S = 0.0005
 
 
 def read_enrol_key(path: str) -> str:
@@ -96,10 +92,6 @@ def serve(config: Config) -> int:
 
     coordinator = build(config)
     log.info("derived the credentials of %d enrolled desktops", coordinator.load_credentials())
-    # Heartbeats share the interpreter with the PostgreSQL writer thread and the threads of
-    # enrolments and catalogue requests; each time the event loop gives the lock up (every
-    # socket or database call) it may wait up to the switch interval to get it back.
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
     log.info(
         "serving grid %r as %s on %s:%d (%d desktops, %d VM types)",
         coordinator.grid.name,

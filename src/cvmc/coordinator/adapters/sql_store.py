@@ -3,14 +3,15 @@
 A heartbeat is one short transaction: a conditional UPDATE of the desktop's row (which moves
 ``last_seq`` only if the new one is greater and the desktop is not revoked, so two racing
 requests cannot both pass), a SELECT of its leases, and lease changes only when the slots say
-something new. SQLite writers are serialized by a lock in the process (no busy waits).
+something new. On SQLite the web process's writers are serialized by a lock (the rounds
+process takes its turns through SQLite's own lock); on PostgreSQL heartbeats go in pipelined
+batches (``heartbeats``), and a single heartbeat is a batch of one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,22 +85,21 @@ _TOUCH = (
     )
     .values(last_seq=bindparam("b_seq"))
 )
-#: PostgreSQL: the row update and the lease read in one statement (one round trip).
-_ACCEPT_PG = text(
-    "WITH acc AS (UPDATE desktops SET last_seq = :b_seq, last_seen = :b_now, "
-    "agent_version = :b_agent_version, users = :b_users, may_start = :b_may_start, "
-    "may_run = :b_may_run, hw_virt = :b_hw_virt, cpus = :b_cpus, "
-    "memory_free_mb = :b_memory_free_mb, max_vms = :b_max_vms, busy_slots = :b_busy_slots, "
-    "policy = :b_policy, unleased_vms = (SELECT count(*) FROM "
-    "unnest(CAST(:b_busy AS text[])) AS b(lease_id) WHERE b.lease_id IS NULL OR NOT EXISTS "
-    "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = :b_id)) "
-    "WHERE id = :b_id AND last_seq < :b_seq AND revoked_at IS NULL RETURNING id) "
+#: PostgreSQL: the row update and the lease read in one statement, for psycopg itself
+#: (``%(name)s`` parameters); heartbeats send it in pipelined batches.
+_ACCEPT_PG = (
+    "WITH acc AS (UPDATE desktops SET last_seq = %(b_seq)s, last_seen = %(b_now)s, "
+    "agent_version = %(b_agent_version)s, users = %(b_users)s, may_start = %(b_may_start)s, "
+    "may_run = %(b_may_run)s, hw_virt = %(b_hw_virt)s, cpus = %(b_cpus)s, "
+    "memory_free_mb = %(b_memory_free_mb)s, max_vms = %(b_max_vms)s, "
+    "busy_slots = %(b_busy_slots)s, policy = %(b_policy)s, unleased_vms = (SELECT count(*) FROM "
+    "unnest(CAST(%(b_busy)s AS text[])) AS b(lease_id) WHERE b.lease_id IS NULL OR NOT EXISTS "
+    "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = %(b_id)s)) "
+    "WHERE id = %(b_id)s AND last_seq < %(b_seq)s AND revoked_at IS NULL RETURNING id) "
     "SELECT (SELECT count(*) FROM acc) AS accepted, l.id, l.desktop_id, l.vm_name, l.cpus, "
     "l.memory_mb, l.created_at, l.start_by, l.state "
-    "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = :b_id"
+    "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = %(b_id)s"
 )
-#: The same statement for psycopg itself (``%(name)s`` parameters), for pipelined batches.
-_ACCEPT_PG_RAW = re.sub(r":(b_\w+)", r"%(\1)s", str(_ACCEPT_PG.text))
 _LEASE_STATE = (
     update(leases).where(leases.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
 )
@@ -300,8 +300,11 @@ class SqlStore(Store):
     def heartbeat(
         self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
     ) -> list[LeaseView]:
-        if not self._sqlite:
-            return self._heartbeat_postgres(desktop_id, seq, now, update_, backoff_s)
+        if not self._sqlite:  # PostgreSQL: a batch of one
+            (result,) = self.heartbeats([HeartbeatItem(desktop_id, seq, update_)], now, backoff_s)
+            if not isinstance(result, list):
+                raise result
+            return result
         with self._write() as conn:
             # The driver's own cursor, inside this transaction (the connection's DBAPI one).
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
@@ -316,26 +319,6 @@ class SqlStore(Store):
                 raise self._refusal(conn, desktop_id)
             plan = _plan(current, update_, now)
             self._apply_plan(conn, desktop_id, plan, now, backoff_s)
-        return plan.kept
-
-    def _heartbeat_postgres(
-        self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
-    ) -> list[LeaseView]:
-        """One round trip (autocommit): update the row and read the leases in one statement;
-        lease changes, which are rare, follow in a transaction of their own."""
-        values = _row_values(desktop_id, seq, now, update_, 0)
-        values["b_busy"] = list(update_.busy_lease_ids)
-        with self.heartbeat_engine.connect().execution_options(
-            isolation_level="AUTOCOMMIT"
-        ) as conn:
-            rows = conn.execute(_ACCEPT_PG, values).all()
-            if not rows or rows[0].accepted != 1:
-                raise self._refusal(conn, desktop_id)
-        current = [_lease(row) for row in rows if row.id is not None]
-        plan = _plan(current, update_, now)
-        if plan.changes:
-            with self._write() as conn:
-                self._apply_plan(conn, desktop_id, plan, now, backoff_s)
         return plan.kept
 
     def heartbeats(
@@ -354,7 +337,7 @@ class SqlStore(Store):
                     values = _row_values(item.desktop_id, item.seq, now, item.update, 0)
                     values["b_busy"] = list(item.update.busy_lease_ids)
                     cursor = pg.cursor()
-                    cursor.execute(_ACCEPT_PG_RAW, values, prepare=True)
+                    cursor.execute(_ACCEPT_PG, values, prepare=True)
                     cursors.append(cursor)
             answers = [cursor.fetchall() for cursor in cursors]
             pg.commit()
