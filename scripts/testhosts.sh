@@ -3,20 +3,31 @@
 # systemd as PID 1 on `--internal` networks. `make lab`, `make test`, CI and every molecule
 # scenario call this one script; each step is idempotent and cheap when already done.
 #
-#   1. install podman, runc and debootstrap (if missing);
-#   2. build the Debian 12 systemd base image with debootstrap + `podman import`, tagged with a
-#      hash of its recipe (scripts/base-image.sh): rebuilt only when the recipe changes;
+#   1. install podman, runc, debootstrap and the repository tools (if missing);
+#   2. build the Debian 12 and Debian 13 systemd base images with debootstrap + `podman import`,
+#      and beside each the local apt repository its containers install from (the roles' packages:
+#      HTCondor, OpenVPN, nginx, ...), tagged with a hash of their recipe (scripts/base-image.sh)
+#      and lock file (scripts/apt-repo/<suite>.lock): rebuilt only when one of them changes;
 #   3. pin podman to runc (crun refuses hybrid cgroup layouts) and, only where the OCI runtime
 #      may not set rlimits, route it through scripts/runc-norlimits;
 #   4. prove a systemd container boots, and that a container starts on an --internal network;
 #   5. create the test networks, always `--internal` (no route off this machine).
 #
+# Containers mount their suite's repository read-only at /srv/desktop-grid-apt, from
+# $GRID_APT_DIR/<suite> (default /var/cache/desktop-grid/apt/bookworm or .../trixie).
 # Environment: GRID_TESTHOSTS_MIRROR overrides the Debian mirror (default: this machine's apt
-# source); GRID_TESTHOSTS_IMAGE the image name. Prints the image reference on the last line.
+# source); GRID_APT_REPO_UPDATE_LOCK=1 rewrites the lock files from the archive (then commit
+# them). Prints the image references on the last lines.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-IMAGE=${GRID_TESTHOSTS_IMAGE:-localhost/desktop-grid/debian12}
+# Base images by Debian suite: bookworm (Debian 12) and trixie (Debian 13, which ships HTCondor).
+IMAGE_PREFIX=localhost/desktop-grid
+SUITES=(bookworm=debian12 trixie=debian13)
+# The image the runtime and smoke tests start.
+IMAGE=$IMAGE_PREFIX/debian12
+APT_DIR=${GRID_APT_DIR:-/var/cache/desktop-grid/apt}
+APT_OPTS=(-o DPkg::Lock::Timeout=600)
 # Networks the lab inventory and the molecule scenarios attach their containers to, with fixed
 # subnets so that inventories can name them (inventories/lab/group_vars/all/grid.yml).
 NETWORKS=(grid-lab=10.89.64.0/24 grid-campus=10.89.66.0/24 grid-molecule=10.89.65.0/24
@@ -37,13 +48,14 @@ install_packages() {
   local missing=() pkg
   # iptables: netavark (Debian 12) sets up every bridge network with it, --internal ones too;
   # without it a container on a network fails with "netavark: No such file or directory".
-  for pkg in podman runc debootstrap netavark aardvark-dns iptables python3; do
+  # dpkg-dev (dpkg-scanpackages) and gpg index and sign the local apt repositories.
+  for pkg in podman runc debootstrap netavark aardvark-dns iptables python3 dpkg-dev gpg; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get "${APT_OPTS[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # The Debian mirror this machine already uses (no host is hard-coded in the project).
@@ -58,7 +70,7 @@ debian_mirror() {
 }
 
 # --- 3. OCI runtime ------------------------------------------------------------------------
-write_dropin() {  # $1: runtime name, $2: its path (empty for a stock runtime)
+write_dropin() {  # $1: the default runtime's name, $2: the shim's path if installed (or "")
   local tmp
   mkdir -p "$(dirname "$DROPIN")"
   tmp=$(mktemp "$DROPIN.XXXXXX")
@@ -68,7 +80,7 @@ write_dropin() {  # $1: runtime name, $2: its path (empty for a stock runtime)
     echo "runtime = \"$1\""
     if [ -n "$2" ]; then
       echo "[engine.runtimes]"
-      echo "$1 = [\"$2\"]"
+      echo "runc-norlimits = [\"$2\"]"
     fi
   } > "$tmp"
   chmod 0644 "$tmp"
@@ -76,10 +88,14 @@ write_dropin() {  # $1: runtime name, $2: its path (empty for a stock runtime)
 }
 
 configure_runtime() {
-  local out runc
+  local out runc shim=""
   runc=$(command -v runc) || die "runc is not installed"
+  # Containers created under the shim name it in their own configuration: once installed, its
+  # runtime entry stays, or every podman command on them fails ("runtime runc-norlimits is
+  # missing"). Only the default runtime changes.
+  [ -x "$SHIM_DIR/runc-norlimits" ] && shim="$SHIM_DIR/runc-norlimits"
   if out=$(podman run --rm --runtime "$runc" --network none "$IMAGE:latest" /bin/true 2>&1); then
-    write_dropin runc ""
+    write_dropin runc "$shim"
     return 0
   fi
   grep -q 'rlimit' <<<"$out" || die "podman cannot start a container: $out"
@@ -90,23 +106,41 @@ configure_runtime() {
 }
 
 # --- 2. base image -------------------------------------------------------------------------
-build_image() {
-  local tag work mirror
-  tag=$(sha256sum "$here/base-image.sh" | cut -c1-12)
-  if podman image exists "$IMAGE:$tag"; then
-    podman tag "$IMAGE:$tag" "$IMAGE:latest"
+recipe_tag() {  # $1: suite
+  { cat "$here/base-image.sh"; cat "$here/apt-repo/$1.lock" 2>/dev/null || true; echo "$1"; } \
+    | sha256sum | cut -c1-12
+}
+
+build_image() {  # $1: suite, $2: image name (debian12, debian13)
+  local suite=$1 image=$IMAGE_PREFIX/$2 tag work mirror repo start building
+  tag=$(recipe_tag "$suite")
+  repo=$APT_DIR/$suite-$tag
+  if [ "${GRID_APT_REPO_UPDATE_LOCK:-0}" != 1 ] && podman image exists "$image:$tag" && [ -f "$repo/InRelease" ]; then
+    podman tag "$image:$tag" "$image:latest"
+    ln -sfn "$suite-$tag" "$APT_DIR/$suite"
     return 0
   fi
   mirror=$(debian_mirror)
-  log "building $IMAGE:$tag with debootstrap (about a minute)"
+  log "building $image:$tag and its apt repository with debootstrap (a few minutes)"
+  start=$(date +%s)
   work=$(mktemp -d /var/tmp/desktop-grid-rootfs.XXXXXX)
-  trap 'rm -rf "$work"' RETURN
-  bash "$here/base-image.sh" "$work/rootfs" "$mirror" > "$work/debootstrap.log" 2>&1 \
-    || { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
+  mkdir -p "$APT_DIR"
+  building=$APT_DIR/.building-$suite
+  rm -rf "$building"
+  bash "$here/base-image.sh" "$suite" "$work/rootfs" "$building" "$mirror" > "$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log" >&2; rm -rf "$work" "$building"; die "building the $suite image failed (log above)"; }
+  # A rewritten lock changes the recipe's hash: tag the result with the new one.
+  tag=$(recipe_tag "$suite")
+  repo=$APT_DIR/$suite-$tag
   tar -C "$work/rootfs" -c . | podman import --quiet \
       --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
-      --message "desktop-grid test host, recipe $tag" - "$IMAGE:$tag" >/dev/null
-  podman tag "$IMAGE:$tag" "$IMAGE:latest"
+      --message "desktop-grid test host ($suite), recipe $tag" - "$image:$tag" >/dev/null
+  rm -rf "$work" "$repo"
+  mv "$building" "$repo"
+  echo "build_seconds: $(( $(date +%s) - start ))" >> "$repo/BUILDINFO"
+  podman tag "$image:$tag" "$image:latest"
+  ln -sfn "$suite-$tag" "$APT_DIR/$suite"
+  log "built $image:$tag; repository $repo: $(tr '\n' ' ' < "$repo/BUILDINFO")"
 }
 
 # --- 4. smoke test: systemd boots as PID 1 --------------------------------------------------
@@ -151,9 +185,9 @@ network_smoke_test() {
 exec 9>/run/lock/desktop-grid-testhosts.lock
 flock 9
 install_packages
-build_image
+for spec in "${SUITES[@]}"; do build_image "${spec%%=*}" "${spec#*=}"; done
 configure_runtime
 smoke_test
 create_networks
 network_smoke_test
-echo "$IMAGE:latest"
+for spec in "${SUITES[@]}"; do echo "$IMAGE_PREFIX/${spec#*=}:latest"; done
