@@ -15,16 +15,17 @@ missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-sudo=""
-[[ $(id -u) -eq 0 ]] || sudo="sudo"
+# apt_get: apt-get as root (sudo otherwise) that waits for apt's locks (unattended-upgrades).
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
 if ((${#missing[@]})); then
   echo "test-deps: installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The guest build fetches the kernel package with apt-get download, which needs package lists.
 if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-[0-9]'; then
-  $sudo apt-get update -qq
+  apt_get update -qq
 fi
 bash scripts/test-postgres.sh
 bash tests/agent/guest/build.sh .cache/agent-guest

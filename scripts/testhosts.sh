@@ -27,13 +27,15 @@ SUITES=(bookworm=debian12 trixie=debian13)
 # The image the runtime and smoke tests start.
 IMAGE=$IMAGE_PREFIX/debian12
 APT_DIR=${GRID_APT_DIR:-/var/cache/desktop-grid/apt}
-APT_OPTS=(-o DPkg::Lock::Timeout=600)
 # Networks the lab inventory and the molecule scenarios attach their containers to, with fixed
 # subnets so that inventories can name them (inventories/lab/group_vars/all/grid.yml).
 NETWORKS=(grid-lab=10.89.64.0/24 grid-campus=10.89.66.0/24 grid-molecule=10.89.65.0/24
           grid-vpn-carrier=10.89.67.0/24 grid-vpn-pool=10.89.68.0/24)
 SHIM_DIR=/usr/local/libexec/desktop-grid
 DROPIN=/etc/containers/containers.conf.d/50-desktop-grid.conf
+# apt_get: apt-get that waits for apt's locks (unattended-upgrades on a new machine).
+# shellcheck source=scripts/apt.sh
+. "$here/apt.sh"
 
 log() { printf 'testhosts: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -54,8 +56,8 @@ install_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
-  apt-get "${APT_OPTS[@]}" update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # The Debian mirror this machine already uses (no host is hard-coded in the project).
