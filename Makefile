@@ -56,8 +56,14 @@ bench: venv
 
 venv: $(VENV)/.installed
 
+# scripts/venv.sh makes $(VENV) from $(PYTHON) (on Debian it needs python3-venv: installed when
+# root, named otherwise) and removes a half-made one first: no bin/pip or no .installed marker.
+# A venv without pip is made again even when its marker is newer than the requirements.
+ifeq ($(wildcard $(BIN)/pip),)
+.PHONY: $(VENV)/.installed
+endif
 $(VENV)/.installed: requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PYTHON='$(PYTHON)' bash scripts/venv.sh $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
