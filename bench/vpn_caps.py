@@ -33,8 +33,15 @@ GATEWAY = "vpn-gw"
 
 
 def molecule(*args: str) -> None:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    binary = str(Path(sys.executable).parent / "molecule")
+    # molecule starts ansible-config, ansible-galaxy and ansible-playbook by name: the venv's
+    # bin goes first on PATH, so `.venv/bin/python bench/vpn_caps.py` needs no activated venv.
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
+    }
+    binary = str(Path(venv_bin) / "molecule")
     subprocess.run([binary, *args], cwd=HERE, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
