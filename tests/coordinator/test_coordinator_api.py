@@ -337,6 +337,28 @@ def test_health_metrics_openapi_and_dashboard(setup: Any) -> None:
     assert client.get("/static/dashboard.css").status_code == 200
 
 
+def test_metrics_show_unfit_jobs_from_real_ads(setup: Any) -> None:
+    """Real job ads (condor_submit 23.9.6, fixtures/htcondor): jobs too big for the type they
+    name are not demand, and /metrics counts them by type."""
+    coordinator, client, _ = setup
+    real = Path(__file__).parent / "fixtures" / "htcondor" / "condor_q_long_23.9.6.txt"
+    Path(coordinator.config.demand.job_ads_file).write_text(real.read_text())
+    coordinator.demand_at = float("-inf")
+    coordinator.allocation_round()
+    text = client.get("/metrics").text
+    assert "# TYPE cvmc_demand_unfit_jobs gauge" in text
+    assert f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}} 2' in text.splitlines()
+    assert f'cvmc_demand_unfit_jobs{{vm_name="{BULK}"}} 1' in text.splitlines()
+    assert f'cvmc_demand_jobs{{vm_name="{BOINC}"}} 4' in text.splitlines()
+    assert f'cvmc_demand_jobs{{vm_name="{BULK}"}} 1' in text.splitlines()
+    assert "cvmc_unnamed_jobs 4" in text.splitlines()
+    # Nothing unfit: the family is there, at 0 for every type.
+    set_demand(coordinator, (BOINC, 1))
+    coordinator.allocation_round()
+    text = client.get("/metrics").text
+    assert f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}} 0' in text.splitlines()
+
+
 def test_secrets_never_reach_the_log(setup: Any, caplog: pytest.LogCaptureFixture) -> None:
     coordinator, client, _ = setup
     caplog.set_level(logging.DEBUG)

@@ -40,6 +40,7 @@ collector = ""
 schedds = []
 match_unnamed_jobs = false
 poll_s = 30
+vm_condor_version = "23.9.6"
 [grid]
 model_file = "/etc/cvmc-coordinator/grid.json"
 """
@@ -79,6 +80,14 @@ def test_the_interface_example_is_valid(tmp_path: Path) -> None:
         (('public_url = "https', 'public_url = "ftp'), "server.public_url"),
         (("match_unnamed_jobs = false", "match_unnamed_jobs = 1"), "demand.match_unnamed_jobs"),
         (('password_file = ""', 'password_file = "/etc/pw"'), "database.password_file"),
+        (
+            ('vm_condor_version = "23.9.6"', 'vm_condor_version = "25.0"'),
+            "demand.vm_condor_version",
+        ),
+        (
+            ('vm_condor_version = "23.9.6"', 'vm_condor_version = "23.9.6\\n"'),
+            "demand.vm_condor_version",
+        ),
         (("[leases]", "[leases\n"), "c.toml"),
     ],
 )

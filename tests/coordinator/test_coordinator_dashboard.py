@@ -3,7 +3,8 @@
 The coordinator runs on loopback with a recorded history (through the store's real write path):
 demand constant at 40 jobs, supply ramping from 0 to 20 leases. In the screenshot the demand
 colour must form a flat line above the supply colour, and the supply line must rise from left to
-right; the desktop-state bars must show their colours too.
+right; the desktop-state bars must show their colours too. With real job ads as demand, the
+page Chromium renders shows each VM type's unfit jobs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from coordinator.coord_support import (
 )
 from coordinator.png_decode import decode_png
 
-from cvmc.coordinator.adapters.dashboard import COLOURS, STATE_COLOURS
+from cvmc.coordinator.adapters.dashboard import COLOURS, STATE_COLOURS, render_dashboard
 from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.domain.leases import Allocation
 from cvmc.coordinator.ports import DashboardCounts
@@ -149,3 +151,82 @@ def _longest_row(points: list[tuple[int, int]]) -> tuple[int, int]:
         return (-1, 0)
     y = max(counts, key=lambda k: counts[k])
     return y, counts[y]
+
+
+class _Table(HTMLParser):
+    """The cells of the table with id ``types`` and the text of the element ``unfit-note``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.note = ""
+        self._in_table = self._in_note = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        ident = dict(attrs).get("id")
+        if tag == "table" and ident == "types":
+            self._in_table = True
+        elif tag == "p" and ident == "unfit-note":
+            self._in_note = True
+        elif self._in_table and tag == "tr":
+            self.rows.append([])
+        elif self._in_table and tag in ("td", "th"):
+            self.rows[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_table = False
+        elif tag == "p":
+            self._in_note = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_table and self.rows and self.rows[-1]:
+            self.rows[-1][-1] += data.strip()
+        elif self._in_note:
+            self.note += data
+
+
+def test_dashboard_shows_unfit_jobs_from_real_ads(tmp_path: Path) -> None:
+    """Real job ads from the htcondor 25.0.14 wheel's submit (fixtures/htcondor): the page, as
+    headless Chromium renders it, has each type's unfit jobs next to its demand."""
+    coordinator = make_coordinator(
+        write_setup(tmp_path, f"sqlite:///{tmp_path / 'c.db'}"), Clock(time.time())
+    )
+    real = Path(__file__).parent / "fixtures" / "htcondor" / "condor_q_long_25.0.14.txt"
+    Path(coordinator.config.demand.job_ads_file).write_text(real.read_text())
+    coordinator.allocation_round()
+    with serve_in_thread(create_app(coordinator)) as port:
+        result = subprocess.run(
+            [
+                chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--dump-dom",
+                f"http://127.0.0.1:{port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    coordinator.store.close()
+    page = _Table()
+    page.feed(result.stdout)
+    assert page.rows, result.stderr[-2000:]
+    header, *rows = page.rows
+    assert header == ["VM type", "demand (jobs)", "unfit (jobs)", "leases", "running"]
+    by_type = {row[0]: row[1:3] for row in rows}
+    assert by_type == {BOINC: ["4", "2"], BULK: ["1", "1"]}
+    assert " ".join(page.note.split()).startswith("3 jobs name a VM type that cannot hold them")
+
+
+def test_dashboard_without_unfit_jobs_has_no_note(tmp_path: Path) -> None:
+    coordinator = make_coordinator(
+        write_setup(tmp_path, f"sqlite:///{tmp_path / 'c.db'}"), Clock(time.time())
+    )
+    coordinator.allocation_round()
+    page = _Table()
+    page.feed(render_dashboard(coordinator, [], time.time()))
+    coordinator.store.close()
+    assert [row[2] for row in page.rows] == ["unfit (jobs)", "0", "0"]
+    assert page.note == ""

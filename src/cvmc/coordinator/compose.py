@@ -51,13 +51,23 @@ def read_grid(path: str) -> GridFile:
 
 
 def demand_source(config: Config, grid: GridFile) -> DemandSource:
-    options = {
-        "match_unnamed": config.demand.match_unnamed_jobs,
-        "count_running": config.demand.count_running_jobs,
-    }
-    if config.demand.source == "job_ads_file":
-        return JobAdsFileDemand(config.demand.job_ads_file, grid.vm_types, **options)
-    return ScheddDemand(config.demand.collector, config.demand.schedds, grid.vm_types, **options)
+    demand = config.demand
+    if demand.source == "job_ads_file":
+        return JobAdsFileDemand(
+            demand.job_ads_file,
+            grid.vm_types,
+            match_unnamed=demand.match_unnamed_jobs,
+            count_running=demand.count_running_jobs,
+            condor_version=demand.vm_condor_version,
+        )
+    return ScheddDemand(
+        demand.collector,
+        demand.schedds,
+        grid.vm_types,
+        match_unnamed=demand.match_unnamed_jobs,
+        count_running=demand.count_running_jobs,
+        condor_version=demand.vm_condor_version,
+    )
 
 
 def build(config: Config) -> Coordinator:

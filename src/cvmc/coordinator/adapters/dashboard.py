@@ -1,5 +1,9 @@
 """The dashboard page: desktops by state, VMs running by type, demand against supply over time.
 
+The VM types' table has each type's demand, its unfit jobs (jobs that name the type but that one
+VM of it cannot hold), leases and running VMs; a line under it counts the unfit jobs when there
+are any.
+
 Rendered on the server as HTML with inline SVG (no JavaScript library, no CDN: the coordinator
 reaches no internet). The page reloads itself every 30 s (static/dashboard.js).
 """
@@ -98,10 +102,20 @@ def render_dashboard(coordinator: Coordinator, history: History, now: float) -> 
     states = {s: counts.desktops.get(s, 0) for s in STATE_COLOURS}
     types = [t.name for t in coordinator.grid.vm_types]
     running = {name: counts.running.get(name, 0) for name in types}
+    demand = coordinator.demand
     rows = "".join(
-        f"<tr><td>{escape(name)}</td><td>{coordinator.demand.by_type.get(name, 0)}</td>"
+        f"<tr><td>{escape(name)}</td><td>{demand.by_type.get(name, 0)}</td>"
+        f'<td class="unfit">{demand.unfit.get(name, 0)}</td>'
         f"<td>{counts.leases.get(name, 0)}</td><td>{running[name]}</td></tr>"
         for name in types
+    )
+    unfit = sum(demand.unfit.get(name, 0) for name in types)
+    unfit_note = (
+        f'<p class="note" id="unfit-note">{unfit} job{"" if unfit == 1 else "s"} name a VM type '
+        "that cannot hold them (more CPUs, memory, disk or GPUs than one VM of the type has): "
+        "they start no VM.</p>"
+        if unfit
+        else ""
     )
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     legend = " ".join(
@@ -125,8 +139,10 @@ def render_dashboard(coordinator: Coordinator, history: History, now: float) -> 
 </section>
 <section><h2>VMs by type</h2>
 {_bars(running, {}, "vms")}
-<table><thead><tr><th>VM type</th><th>demand (jobs)</th><th>leases</th><th>running</th></tr>
+<table id="types"><thead><tr><th>VM type</th><th>demand (jobs)</th><th>unfit (jobs)</th>
+<th>leases</th><th>running</th></tr>
 </thead><tbody>{rows}</tbody></table>
+{unfit_note}
 </section>
 </body></html>
 """

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cvmc.gridmodel.classad import DEFAULT_VM_CONDOR_VERSION, validate_condor_version
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "Config",
@@ -83,6 +85,8 @@ class DemandConfig:
     match_unnamed_jobs: bool = False
     count_running_jobs: bool = True
     poll_s: int = 30
+    #: The HTCondor version the research VMs run: the CondorVersion of each VM type's machine ad.
+    vm_condor_version: str = DEFAULT_VM_CONDOR_VERSION
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,13 @@ def _bool(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, f"{value!r} is not true or false")
     return value
+
+
+def _condor_version(key: str, value: object) -> str:
+    try:
+        return validate_condor_version(value, name=key)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc).removeprefix(f"{key}: ")) from None
 
 
 def _check_section(name: str, raw: object) -> Mapping[str, object]:
@@ -258,6 +269,9 @@ def parse_config(raw: Mapping[str, object]) -> Config:
             "demand.count_running_jobs", m.get("count_running_jobs", d_demand.count_running_jobs)
         ),
         poll_s=_int("demand.poll_s", m.get("poll_s", d_demand.poll_s), 1, 3600),
+        vm_condor_version=_condor_version(
+            "demand.vm_condor_version", m.get("vm_condor_version", d_demand.vm_condor_version)
+        ),
     )
     if demand.source == "job_ads_file" and not demand.job_ads_file:
         raise ConfigError(

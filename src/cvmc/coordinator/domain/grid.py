@@ -2,7 +2,8 @@
 
 ``{"name", "vm_types", "max_vms_per_desktop", "desktops": [{"name", "index", "department"}]}``,
 checked with the grid model's own functions (``cvmc.gridmodel``), so a VM type or desktop name
-means here what it means everywhere else.
+means here what it means everywhere else. A VM type's ``disk_gb`` is optional here: where the
+grid model gives it, jobs asking for more disk than that are not demand for the type.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from cvmc.gridmodel.classad import MachineAttrs, vm_machine_attrs
 __all__ = ["GridDesktop", "GridFile", "VmType", "parse_grid", "parse_grid_text"]
 
 _DEPARTMENT = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+#: The largest disk_gb a VM type may give (64 TiB).
+MAX_DISK_GB = 65536
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class VmType:
     cpus: int
     memory_mb: int
     machine: MachineAttrs  # the ClassAd attributes its startd advertises
+    disk_kb: int | None = None  # the VM's disk (grid disk_gb, in KiB); None: not given
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,18 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         attrs = vm_machine_attrs(item, name=f"{name}.vm_types[{i}]")
         if any(t.name == attrs["vm_name"] for t in vm_types):
             raise ValueError(f"{name}.vm_types[{i}].name: {attrs['vm_name']!r} appears twice")
-        vm_types.append(VmType(attrs["vm_name"], attrs["Cpus"], attrs["Memory"], attrs))
+        disk_gb = item.get("disk_gb")
+        if disk_gb is not None and (
+            isinstance(disk_gb, bool)
+            or not isinstance(disk_gb, int)
+            or not 1 <= disk_gb <= MAX_DISK_GB
+        ):
+            raise ValueError(
+                f"{name}.vm_types[{i}].disk_gb: {disk_gb!r} is not an integer from 1 to "
+                f"{MAX_DISK_GB}"
+            )
+        disk_kb = None if disk_gb is None else disk_gb * 1024 * 1024
+        vm_types.append(VmType(attrs["vm_name"], attrs["Cpus"], attrs["Memory"], attrs, disk_kb))
     max_vms = raw.get("max_vms_per_desktop")
     if isinstance(max_vms, bool) or not isinstance(max_vms, int) or not 1 <= max_vms <= 64:
         raise ValueError(f"{name}.max_vms_per_desktop: {max_vms!r} is not an integer from 1 to 64")

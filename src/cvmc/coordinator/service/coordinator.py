@@ -417,6 +417,13 @@ class Coordinator:
             [(f'{{vm_name="{n}"}}', self.demand.by_type.get(n, 0)) for n in names],
         )
         family(
+            "cvmc_demand_unfit_jobs",
+            "gauge",
+            "Jobs naming each VM type that one VM of it cannot hold (CPUs, memory, disk, GPUs); "
+            "they start no VM.",
+            [(f'{{vm_name="{n}"}}', self.demand.unfit.get(n, 0)) for n in names],
+        )
+        family(
             "cvmc_leases",
             "gauge",
             "Current leases (offered, starting and running) by VM type.",
