@@ -8,17 +8,23 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Every Python file of the project: the package, the Ansible plugins and modules, the scripts
 # roles install, tests and benchmarks.
-PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench $(wildcard roles/*/files) \
+PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) \
 	$(wildcard roles/*/filter_plugins)
 # Molecule scenarios, in the order `make test` runs them. molecule/default is a stub that runs
 # nothing (molecule/default/molecule.yml says why it exists).
 SCENARIOS := $(filter-out default,$(sort $(notdir $(wildcard molecule/*))))
 
-.PHONY: lab lab-down test lint unit molecule testhosts venv clean bench test-deps
+.PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps
 
 ## Bring up the lab grid (containers on this machine) and run playbooks/site.yml against it.
 lab: venv testhosts
 	ansible-playbook playbooks/lab.yml
+
+## Run the seed's job in the lab (after `make lab`): submit it as a researcher on lab-submit,
+## follow it to its output on lab-vm-1, and show an idle job as the coordinator's demand.
+lab-job: venv
+	ansible-playbook playbooks/lab_job.yml
+	$(BIN)/python scripts/lab_job.py
 
 ## Remove the lab containers (the base image and networks stay, for a fast next `make lab`).
 lab-down:
