@@ -1,6 +1,7 @@
 """What the roles render, loaded by HTCondor's own config parser, and asserted on.
 
-kind: contract (the daemons cannot run here; their parser and ClassAd engine do).
+kind: contract (HTCondor 25.0 through the wheel's parser and ClassAd engine; its daemons
+cannot run here, while Debian 13's 23.9 daemons run in molecule `condor` and the lab).
 The configuration comes from the real roles run by the real ansible-playbook (conftest.py).
 """
 

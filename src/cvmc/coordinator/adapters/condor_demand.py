@@ -206,7 +206,7 @@ class _AdsDemand(DemandSource):
 
 
 class JobAdsFileDemand(_AdsDemand):
-    """Demand from a file of job ads in ``condor_q -long`` format (the lab, molecule)."""
+    """Demand from a file of job ads in ``condor_q -long`` format (molecule coordinator)."""
 
     def __init__(
         self,
