@@ -1,10 +1,11 @@
 """Controller-side cost of the windows_desktop role per desktop, at campus scale. Prints
 figures; asserts nothing.
 
-1. A desktop's VM identities: the role filters the registry down to the desktop's own entry
-   before calling grid_vpn_identities, instead of deriving every identity of the campus and
-   selecting its own. Both are timed on a registry of N desktops; a rollout does this once per
-   desktop, so the second figure times N is the controller's cost.
+1. A desktop's VM identities: the role reads grid_desktop_vm_identities, which derives only
+   the desktop's own registry entry (cvmc.gridmodel.plan.plan_identities with desktop=...),
+   instead of deriving every identity of the campus and selecting its own. Both are timed on
+   a registry of N desktops; a rollout does this once per desktop, so the second figure
+   times N is the controller's cost.
 2. The preflight verdict (cvmc.gridmodel.preflight.evaluate) per desktop.
 
 Usage: python bench/windows_rollout.py [--desktops 12000] [--repeat 5]
@@ -25,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cvmc.gridmodel import addressing, preflight, vpn  # noqa: E402
+from cvmc.gridmodel import plan, preflight, vpn  # noqa: E402
 
 
 def timed(func: Callable[[], object], repeat: int) -> float:
@@ -43,21 +44,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     grid = yaml.safe_load((ROOT / "inventories/example/group_vars/all/grid.yml").read_text())
-    slots = grid["grid_max_vms_per_desktop"]
-    layout = addressing.vpn_layout(grid["grid_vpn_instances"], grid["grid_research_network"], slots)
+    model = {k.removeprefix("grid_"): v for k, v in grid.items()}
+    grid_plan = plan.grid_plan(
+        {**model, "vpn_pki_dir": "/etc/openvpn/grid/pki", "vpn_pki_host": "pki"}
+    )
+    slots, layout = grid_plan["slots"], grid_plan["layout"]
     registry = [
         {"name": f"dept{i % 40:02d}-pc{i:05d}.ad.example.edu", "index": i}
         for i in range(args.desktops)
     ]
-    host = registry[-1]["name"]
+    host = str(registry[-1]["name"])
 
     def every_then_select() -> object:
         return [i for i in vpn.vpn_identities(registry, layout, slots) if i["desktop"] == host]
 
     def own_entry_only() -> object:
-        return vpn.vpn_identities([e for e in registry if e["name"] == host], layout, slots)
+        return plan.plan_identities(grid_plan, registry, desktop=host)
 
-    assert every_then_select() == own_entry_only()
+    assert every_then_select() == [
+        {k: v for k, v in i.items() if k not in ("cert", "key")}
+        for i in plan.plan_identities(grid_plan, registry, desktop=host)
+    ]
     full = timed(every_then_select, args.repeat)
     own = timed(own_entry_only, args.repeat)
     report = json.loads((ROOT / "tests/windows/samples/optiplex-7090-win11-ready.json").read_text())

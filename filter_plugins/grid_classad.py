@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import classad
 
 DOCUMENTATION = r"""
 name: grid_vm_requirements
@@ -55,15 +56,6 @@ _value:
     - C(grid_vm_machine_attrs) returns a dict C({vm_name, OpSys, Arch, Cpus, Memory}).
   type: raw
 """
-
-
-# Ansible loads filter plugins by path; put this folder on sys.path for the shared helper.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.append(str(Path(__file__).resolve().parent))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import classad  # noqa: E402
 
 
 @filter_errors

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import enrolment
 
 DOCUMENTATION = r"""
 name: grid_enrol_token
@@ -48,14 +49,6 @@ _value:
   description: The token, such as C(cvmc1.1.Xq3...) (51 characters for generation 1).
   type: str
 """
-
-# Ansible loads filter plugins by path; put this folder on sys.path for the shared helper.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.append(str(Path(__file__).resolve().parent))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import enrolment  # noqa: E402
 
 
 @filter_errors

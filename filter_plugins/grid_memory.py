@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import memory
 
 DOCUMENTATION = r"""
 name: grid_vm_memory_mb
@@ -51,15 +52,6 @@ _value:
   description: Memory for the VM in MB, or 0 when the VM should not start.
   type: int
 """
-
-
-# Ansible loads filter plugins by path; put this folder on sys.path for the shared helper.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.append(str(Path(__file__).resolve().parent))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import memory  # noqa: E402
 
 
 @filter_errors

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import validate
 
 DOCUMENTATION = r"""
 name: grid_model_problems
@@ -44,15 +45,6 @@ _value:
   type: list
   elements: str
 """
-
-
-# Ansible loads filter plugins by path; put this folder on sys.path for the shared helper.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.append(str(Path(__file__).resolve().parent))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import validate  # noqa: E402
 
 
 @filter_errors

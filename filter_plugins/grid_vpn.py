@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import seed, vpn
 
 DOCUMENTATION = r"""
-name: grid_vpn_identities
-short_description: VPN identities, cap classes and client configs of the research VMs
+name: grid_vpn_client_config
+short_description: Client configs, tc class ids and seeds of the research VMs
 description:
-  - C(grid_vpn_identities) lists every VM identity of every registered desktop, sorted by
-    common name. Each is C({cn, desktop, slot, instance, port, address, netmask, server}), and
-    C(cn) is C(<desktop id>-vm<slot>).
-  - C(grid_vpn_cap_classes) maps each bandwidth class name to its caps, in bits per second
-    and in tc units (C({name, down_bits, up_bits, down, up})).
+  - The VM identities and the cap classes are derived once, in C(grid_plan) (role C(grid));
+    roles read C(grid_vm_identities), C(grid_desktop_vm_identities) and C(grid_plan.classes).
   - C(grid_vpn_client_config) renders the OpenVPN client configuration of one research VM.
     The VM writes it from its cloud-init seed at boot.
   - C(grid_tc_minor) gives the HTB class minor of a tunnel address, which is its offset in
@@ -28,8 +26,7 @@ positional: _input
 options:
   _input:
     description: >-
-      The registry (identities), the classes (cap classes), or the remote host (client
-      config).
+      The remote host (client config), the tunnel address (tc minor) or the identity (seed).
     type: raw
     required: true
   name:
@@ -38,13 +35,6 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Every VM identity of the grid
-  ansible.builtin.set_fact:
-    identities: >-
-      {{ grid_desktop_registry | grid_vpn_identities(
-           grid_vpn_instances | grid_vpn_layout(grid_research_network, grid_max_vms_per_desktop),
-           grid_max_vms_per_desktop) }}
-
 - name: A VM's client configuration
   ansible.builtin.copy:
     dest: /run/grid/vpn/client.conf
@@ -54,35 +44,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: A list of identities, a dict of cap classes, a config text, or an int.
+  description: A config text, a seed text, or an int.
   type: raw
 """
-
-
-# Ansible loads filter plugins by path; put this folder on sys.path for the shared helper.
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.append(str(Path(__file__).resolve().parent))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import seed, vpn  # noqa: E402
-
-
-@filter_errors
-def grid_vpn_identities(
-    registry: Sequence[Mapping[str, object]],
-    layout: Sequence[Mapping[str, object]],
-    slots: int,
-    name: str = "grid_desktop_registry",
-) -> list[vpn.VpnIdentity]:
-    return vpn.vpn_identities(registry, layout, slots, name=name)
-
-
-@filter_errors
-def grid_vpn_cap_classes(
-    classes: Sequence[Mapping[str, object]], name: str = "grid_bandwidth_classes"
-) -> dict[str, vpn.CapClass]:
-    return vpn.cap_classes(classes, name=name)
 
 
 @filter_errors
@@ -114,8 +78,6 @@ class FilterModule:
 
     def filters(self) -> dict[str, Callable[..., object]]:
         return {
-            "grid_vpn_identities": grid_vpn_identities,
-            "grid_vpn_cap_classes": grid_vpn_cap_classes,
             "grid_vpn_client_config": grid_vpn_client_config,
             "grid_tc_minor": grid_tc_minor,
             "grid_seed_user_data": grid_seed_user_data,

@@ -53,7 +53,7 @@ def site(tmp_path: Path, contract: Contract) -> Iterator[tuple[Path, Firewall, P
                     "pfsense_gateway_api_key": API_KEY,
                     # plain HTTP on loopback; TLS is tested in test_tls.py
                     "pfsense_gateway_validate_certs": False,
-                    "pfsense_gateway_pki_dir": str(pki_dir),
+                    "grid_vpn_pki_dir": str(pki_dir / "pki"),
                     "pfsense_gateway_pki_become": False,
                     "pfsense_gateway_desktop_classes": {},
                 }

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
-import sysconfig
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -17,7 +16,7 @@ import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
-from cvmc.gridmodel import addressing, bandwidth, enrolment
+from cvmc.gridmodel import addressing, bandwidth, enrolment, plan
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "filter_plugins"
@@ -25,12 +24,8 @@ PLUGINS = REPO / "filter_plugins"
 EXPECTED = {
     "grid_addressing": {
         "grid_split_network",
-        "grid_vpn_layout",
-        "grid_plan_capacity",
         "grid_overlaps",
         "grid_network_contains",
-        "grid_tunnel_address",
-        "grid_tunnel_addresses",
         "grid_registry_assign",
         "grid_desktop_id",
         "grid_openvpn_netmask",
@@ -41,6 +36,14 @@ EXPECTED = {
     "grid_memory": {"grid_vm_memory_mb"},
     "grid_enrolment": {"grid_enrol_token"},
     "grid_preflight": {"grid_windows_preflight"},
+    "grid_plan": {"grid_plan", "grid_plan_identities"},
+    "grid_vpn": {
+        "grid_vpn_client_config",
+        "grid_tc_minor",
+        "grid_seed_user_data",
+        "grid_seed_meta_data",
+    },
+    "grid_model": {"grid_model_problems"},
 }
 
 
@@ -91,19 +94,10 @@ def test_plugin_docs_are_valid_yaml(stem: str) -> None:
     assert "_value" in yaml.safe_load(module.RETURN)
 
 
-def test_helper_is_silent_to_ansible_and_finds_src() -> None:
-    helper = load_plugin("_gridmodel_path")
-    assert helper.FilterModule().filters() == {}
-    assert REPO / "src" == helper.SRC_DIR
-    assert (helper.SRC_DIR / "cvmc" / "gridmodel" / "addressing.py").is_file()
-    assert helper.ensure_cvmc_importable() is False  # cvmc is installed here
-
-
 @pytest.mark.parametrize(
     ("filter_name", "args", "expected"),
     [
         ("grid_split_network", ("10.64.0.0/16", 2), ["10.64.0.0/17", "10.64.128.0/17"]),
-        ("grid_plan_capacity", (addressing.vpn_layout(TWO, "10.64.0.0/24", 2), 2), 124),
         (
             "grid_overlaps",
             ([["a", "10.0.0.0/8"], {"name": "b", "network": "10.64.0.0/16"}],),
@@ -133,14 +127,44 @@ def test_filter_results(filter_name: str, args: tuple[Any, ...], expected: objec
     assert FILTERS[filter_name](*args) == expected
 
 
-def test_layout_and_address_filters_agree_with_the_model() -> None:
-    layout = FILTERS["grid_vpn_layout"](TWO, "10.64.0.0/16", 2)
-    assert layout == addressing.vpn_layout(TWO, "10.64.0.0/16", 2)
-    assert FILTERS["grid_tunnel_address"](layout, 2, 3, 1)["cidr"] == "10.64.128.5/17"
-    registry = [{"name": "pc-a", "index": 0}]
-    assert FILTERS["grid_tunnel_addresses"](registry, layout, 2) == {
-        "pc-a": [addressing.tunnel_address(layout, 2, 0, s) for s in range(2)]
+PLAN_MODEL = {
+    "name": "test-grid",
+    "research_network": "10.64.0.0/16",
+    "vpn_instances": TWO,
+    "max_vms_per_desktop": 2,
+    "bandwidth_classes": [
+        {"name": "standard", "down": "20mbit", "up": "10mbit"},
+        {"name": "bulk", "down": "100mbit", "up": "50mbit"},
+    ],
+    "bandwidth_default_class": "standard",
+    "vm_types": [
+        {"name": "its-u11-boinc-20120415", "image": "a.qcow2"},
+        {"name": "its-el9-htc-20261101", "image": "b.qcow2", "bandwidth_class": "bulk"},
+    ],
+    "vpn_pki_dir": "/srv/pki",
+    "vpn_pki_host": "",
+}
+
+
+def test_plan_filters_are_the_pure_plan() -> None:
+    grid_plan = FILTERS["grid_plan"](PLAN_MODEL, ["gw1"])
+    assert grid_plan == plan.grid_plan(PLAN_MODEL, vpn_gateways=["gw1"])
+    assert grid_plan["layout"] == addressing.vpn_layout(TWO, "10.64.0.0/16", 2)
+    assert grid_plan["vm_classes"] == {
+        "its-u11-boinc-20120415": "standard",
+        "its-el9-htc-20261101": "bulk",
     }
+    assert grid_plan["pki"]["host"] == "gw1"
+    registry = [{"name": "pc-a", "index": 0}, {"name": "PC-B.campus.edu", "index": 1}]
+    mine = FILTERS["grid_plan_identities"](grid_plan, registry, "pc-b.campus.edu")
+    assert [(i["cn"], i["cert"]) for i in mine] == [
+        ("pc-b-vm0", "/srv/pki/clients/issued/pc-b-vm0.crt"),
+        ("pc-b-vm1", "/srv/pki/clients/issued/pc-b-vm1.crt"),
+    ]
+    assert mine[0]["address"] == addressing.tunnel_address(grid_plan["layout"], 2, 1, 0)["address"]
+
+
+def test_classad_filters_agree_with_the_model() -> None:
     vm = {"name": "its-u11-boinc-20120415", "os": "LINUX", "arch": "X86_64"}
     assert FILTERS["grid_vm_requirements"](vm).startswith(
         '(TARGET.vm_name == "its-u11-boinc-20120415") && (TARGET.Arch == "X86_64")'
@@ -164,21 +188,21 @@ def test_layout_and_address_filters_agree_with_the_model() -> None:
             "grid_research_network: ",
         ),
         (
-            "grid_vpn_layout",
-            ([{"name": "a", "port": 1, "network": "x"}], "10.64.0.0/16", 2),
+            "grid_plan",
+            ({**PLAN_MODEL, "vpn_instances": [{"name": "a", "port": 1, "network": "x"}]},),
             "grid_vpn_instances[a].network: ",
         ),
-        ("grid_plan_capacity", ([], 2), "grid_vpn_layout: "),
+        ("grid_plan", ({**PLAN_MODEL, "vpn_pki_dir": "pki"},), "grid_vpn_pki_dir: 'pki'"),
+        (
+            "grid_plan",
+            ({**PLAN_MODEL, "bandwidth_default_class": "gold"},),
+            "grid_bandwidth_default_class: 'gold'",
+        ),
         ("grid_overlaps", ([["campus", "10.0.0.1/8"]],), "campus: "),
         ("grid_network_contains", ("10.64.0.0/16", "bad", "grid_vpn"), "grid_vpn (inner): "),
         (
-            "grid_tunnel_address",
-            (addressing.vpn_layout(TWO, "10.64.0.0/16", 2), 2, 0, 5),
-            "grid_desktop_registry: ",
-        ),
-        (
-            "grid_tunnel_addresses",
-            ([{"name": "a", "index": -1}], [], 2),
+            "grid_plan_identities",
+            (plan.grid_plan(PLAN_MODEL), [{"name": "a", "index": -1}]),
             "grid_desktop_registry[a].index: ",
         ),
         (
@@ -240,57 +264,6 @@ def test_filter_error_message_is_the_model_message_unchanged() -> None:
     assert filter_error.value.message == str(model_error.value)
 
 
-STUB_ANSIBLE_ERRORS = "class AnsibleFilterError(Exception):\n    pass\n"
-
-
-def test_plugins_fall_back_to_the_checkouts_src(tmp_path: Path) -> None:
-    """Without cvmc installed (python -S: no site-packages) the plugin uses filter_plugins/../src.
-
-    A stub ``ansible.errors`` stands in for Ansible, which is not importable there either.
-    """
-    (tmp_path / "ansible").mkdir()
-    (tmp_path / "ansible" / "__init__.py").write_text("")
-    (tmp_path / "ansible" / "errors.py").write_text(STUB_ANSIBLE_ERRORS)
-    script = textwrap.dedent(
-        f"""
-        import importlib.util, sys
-        try:
-            import cvmc
-        except ImportError:
-            pass
-        else:
-            sys.exit("cvmc is importable without site-packages; cannot test the fallback")
-        spec = importlib.util.spec_from_file_location("p", {str(PLUGINS / "grid_bandwidth.py")!r})
-        plugin = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(plugin)
-        import cvmc
-        from ansible.errors import AnsibleFilterError
-        filters = plugin.FilterModule().filters()
-        print(filters["grid_rate_tc"]("20mbit"))
-        print(cvmc.__file__)
-        try:
-            filters["grid_rate_bits"]("20", "cap")
-        except AnsibleFilterError as exc:
-            print(exc)
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    tc, cvmc_file, error = result.stdout.splitlines()
-    assert tc == "20mbit"
-    assert Path(cvmc_file).resolve().is_relative_to(REPO / "src")
-    assert error.startswith("cap: '20' needs a unit")
-
-
 def _ansible_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -306,35 +279,37 @@ def _ansible_env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cvmc_installed", [True, False], ids=["installed", "not-importable"])
-def test_ansible_runs_the_filter(tmp_path: Path, cvmc_installed: bool) -> None:
-    """Real ansible: `'20mbit' | grid_rate_tc`, with cvmc installed and with it not importable.
-
-    Without it: ``python -S`` skips site-packages' .pth files (the editable install), and
-    PYTHONPATH gives back the packages themselves, so Ansible runs but cvmc must come from src/.
-    """
+def test_ansible_runs_the_filters_with_plain_imports(tmp_path: Path) -> None:
+    """Real ansible loads the plugins, which import cvmc plainly (the venv installs it)."""
     ansible = Path(sys.executable).parent / "ansible"
+    model = json.dumps(PLAN_MODEL)
     command = [str(ansible), "localhost", "-m", "ansible.builtin.debug"]
-    command += ["-a", "msg={{ '20mbit' | grid_rate_tc }}"]
-    env = _ansible_env(tmp_path)
-    if not cvmc_installed:
-        purelib = sysconfig.get_paths()["purelib"]
-        probe = subprocess.run(
-            [sys.executable, "-S", "-c", "import cvmc"],
-            env={**env, "PYTHONPATH": purelib},
-            capture_output=True,
-            check=False,
-        )
-        if probe.returncode == 0:
-            pytest.skip("cvmc is installed into site-packages itself; cannot hide it with -S")
-        env["PYTHONPATH"] = purelib
-        command = [sys.executable, "-S", *command]
+    command += ["-a", "msg={{ ['20mbit' | grid_rate_tc, (" + model + " | grid_plan).capacity] }}"]
     result = subprocess.run(
-        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=_ansible_env(tmp_path),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
-    assert '"msg": "20mbit"' in result.stdout
+    capacity = plan.grid_plan(PLAN_MODEL)["capacity"]
+    assert f'"20mbit",\n        {capacity}' in result.stdout or f'"20mbit", {capacity}' in (
+        " ".join(result.stdout.split())
+    ), result.stdout
+
+
+def test_no_plugin_edits_sys_path_or_climbs_out_of_its_folder() -> None:
+    plugins = [*PLUGINS.glob("*.py"), *REPO.glob("roles/*/filter_plugins/*.py")]
+    assert plugins
+    for path in plugins:
+        text = path.read_text()
+        assert "sys.path" not in text, path
+        assert "parents[" not in text, path
+        assert "from cvmc." in text, path
 
 
 ENROL_KEY = "k" * 40

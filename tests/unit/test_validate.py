@@ -10,6 +10,7 @@ import yaml
 from lab_model import ROOT, inventory_desktops, inventory_vars, lab_model, model_from_vars
 from validation_cases import CASES, Case, model_key
 
+from cvmc.gridmodel import plan
 from cvmc.gridmodel.validate import CHECKS, MODEL_KEYS, model_problems
 
 
@@ -66,7 +67,8 @@ def test_unknown_concern_and_missing_keys_are_errors() -> None:
 def test_concerns_match_the_role() -> None:
     role_vars = yaml.safe_load((ROOT / "roles/grid/vars/main.yml").read_text())
     assert role_vars["__grid_concerns"] == list(CHECKS)
-    assert set(role_vars["__grid_model"]) == set(MODEL_KEYS)
+    # The role's model mapping feeds both the checks and the plan.
+    assert set(role_vars["__grid_model"]) == set(MODEL_KEYS) | set(plan.PLAN_KEYS)
 
 
 def test_planned_capacity_counts_the_registry_too() -> None:

@@ -250,7 +250,7 @@ def test_identities_are_read_from_the_pki_and_missing_ones_named(tmp_path: Path)
     pki = fake_pki(tmp_path / "pki", ["chem-lab-01-vm0"])  # vm1 not issued yet
     extra = offline_vars(
         grid_vpn_pki_host="localhost",
-        windows_desktop_pki_dir=str(pki),
+        grid_vpn_pki_dir=str(pki),
         windows_desktop_pki_become=False,
     )
     limit = ("--limit", "chem-lab-01.ad.example.edu")

@@ -60,8 +60,14 @@ def test_identities_and_client_configs_follow_the_address_plan(rendered: Path, h
     layout = addressing.vpn_layout(
         grid["grid_vpn_instances"], grid["grid_research_network"], grid["grid_max_vms_per_desktop"]
     )
+    # Each identity also names its certificate and key in the PKI (grid_vpn_pki_dir's default).
+    pki = "/etc/openvpn/grid/pki/clients"
     expected = [
-        ident
+        {
+            **ident,
+            "cert": f"{pki}/issued/{ident['cn']}.crt",
+            "key": f"{pki}/private/{ident['cn']}.key",
+        }
         for ident in vpn.vpn_identities(
             grid["grid_desktop_registry"], layout, grid["grid_max_vms_per_desktop"]
         )

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from cvmc.ansible.filters import filter_errors
+from cvmc.gridmodel import bandwidth, vpn
 
 DOCUMENTATION = r"""
 name: pfsense_gateway_objects
 short_description: The pfSense objects of a gateway's VPN, caps, isolation and NAT
 description:
-  - Pure function of the grid model (already derived by C(grid_vpn_layout),
-    C(grid_vpn_identities)) and the PKI's PEM texts. No I/O.
+  - Pure function of the grid model (already derived in C(grid_plan) and
+    C(grid_vm_identities)) and the PKI's PEM texts. No I/O.
   - Returns a dict of object kinds (C(ca), C(certificate), C(crl), C(openvpn_server),
     C(openvpn_cso), C(limiter), C(alias), C(rule), C(nat_outbound)) for the C(pfsense_objects)
     module. A value C({__ref__: [kind, key, attr]}) names another object's server-side id.
@@ -40,14 +41,6 @@ _value:
   type: dict
 """
 
-# Ansible loads filter plugins by path; reuse the project's helper to import cvmc.gridmodel.
-_PROJECT_FILTERS = Path(__file__).resolve().parents[3] / "filter_plugins"
-if str(_PROJECT_FILTERS) not in sys.path:
-    sys.path.append(str(_PROJECT_FILTERS))
-from _gridmodel_path import ensure_cvmc_importable, filter_errors  # noqa: E402
-
-ensure_cvmc_importable()
-from cvmc.gridmodel import bandwidth, vpn  # noqa: E402
 
 #: pfSense alias and limiter names: letters, digits, underscore, at most 31 characters.
 _NAME_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,30}\Z")
