@@ -103,7 +103,9 @@ def test_the_library_directory_and_path_file_match_the_wheelhouse(rendered: Path
     wheels = sorted((ROOT / ".cache/wheelhouse/windows").glob("*.whl"))
     assert derived["wheel_files"] == [w.name for w in wheels]
     names = {w.name.split("-")[0].lower() for w in wheels}
-    assert {"cvmc", "cryptography", "psutil", "cffi", "pycparser"} <= names
+    # The desktop wheel (scripts/desktop_wheel.py), not the full cvmc with the coordinator.
+    assert {"cvmc_agent", "cryptography", "psutil", "cffi", "pycparser"} <= names
+    assert "cvmc" not in names
     # Each wheel's real .dist-info directory is what the role's `creates:` looks for, so a
     # second run unpacks nothing.
     for wheel, dist_info in zip(wheels, derived["dist_infos"], strict=True):
