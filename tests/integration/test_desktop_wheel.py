@@ -2,8 +2,8 @@
 
 Real: pip builds the wheel from the staging tree with setuptools, and the wheel's modules are
 imported from an unpacked copy of it. The build uses the test interpreter's setuptools (no
-package index) when it is recent enough for the project's metadata (requirements.txt pins
-one); otherwise pip fetches the backend pyproject.toml names, as scripts/wheelhouse.sh does.
+package index) when it is as recent as pyproject.toml's [build-system] asks (requirements.txt
+pins one); otherwise pip fetches that backend, as scripts/wheelhouse.sh does.
 """
 
 from __future__ import annotations
@@ -23,8 +23,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-# PEP 639 license expressions (`license = "Apache-2.0"`) need setuptools 77.
-OFFLINE_SETUPTOOLS = 77
+# The oldest setuptools pyproject.toml's [build-system] accepts (77: PEP 639 licences).
+(MIN_SETUPTOOLS,) = (
+    int(r.partition(">=")[2].split(".")[0])
+    for r in PYPROJECT["build-system"]["requires"]
+    if r.startswith("setuptools>=")
+)
 
 
 def _setuptools_is_recent() -> bool:
@@ -32,7 +36,7 @@ def _setuptools_is_recent() -> bool:
         version = importlib.metadata.version("setuptools")
     except importlib.metadata.PackageNotFoundError:
         return False
-    return int(version.split(".")[0]) >= OFFLINE_SETUPTOOLS
+    return int(version.split(".")[0]) >= MIN_SETUPTOOLS
 
 
 @pytest.fixture(scope="module")
