@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, built from the agent's schemas (``cvmc.protocol``).
+"""The OpenAPI 3.1 document, built from the protocol's schemas (``cvmc.protocol``).
 
 OpenAPI 3.1 uses JSON Schema 2020-12, so the protocol's schemas go in unchanged (minus their
 ``$id``, which would make a resolver look them up elsewhere).

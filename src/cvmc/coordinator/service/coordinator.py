@@ -1,7 +1,7 @@
 """The coordinator's use cases: enrol, heartbeat, catalogue, allocation rounds, metrics.
 
 Framework-free: the web adapter hands it bytes and headers and turns ``ApiError`` into the
-documented error replies. Every request is validated with the agent's own schemas
+documented error replies. Every request is validated with the protocol's schemas
 (``cvmc.protocol``) before anything is written.
 """
 
