@@ -46,10 +46,10 @@ from sqlalchemy import create_engine, insert, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cvmc.agent.domain.protocol import AUTH_SCHEME, string_to_sign  # noqa: E402
 from cvmc.coordinator.adapters.schema import desktops as desktops_table  # noqa: E402
 from cvmc.coordinator.domain.auth import derive_credential  # noqa: E402
 from cvmc.gridmodel.addressing import desktop_id as canonical  # noqa: E402
+from cvmc.protocol import AUTH_SCHEME, string_to_sign  # noqa: E402
 
 KEY = "bench-enrol-key-" + "x" * 40
 TYPES = [

@@ -20,7 +20,6 @@ import yaml
 
 from cvmc.agent.domain.config import AgentConfig, parse_config
 from cvmc.agent.domain.engine import HwVirt
-from cvmc.agent.domain.protocol import CatalogueEntry, Manifest, parse_manifest
 from cvmc.agent.ports import (
     Clock,
     CoordinatorClient,
@@ -42,6 +41,7 @@ from cvmc.agent.ports import (
     VmSpec,
 )
 from cvmc.agent.service.agent import Agent, InlineExecutor
+from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 # A real minisign public key shape (the unit tests never verify with it).

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from cvmc.agent.adapters import minisign
-from cvmc.agent.domain.protocol import CatalogueEntry
+from cvmc.protocol import CatalogueEntry
 
 
 def make_image(path: Path, size: int, seed: int = 1) -> Path:

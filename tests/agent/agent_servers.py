@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cvmc.agent.domain import protocol
+from cvmc import protocol
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 

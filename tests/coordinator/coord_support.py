@@ -19,12 +19,12 @@ import uvicorn
 from sqlalchemy import Engine, MetaData, select
 from starlette.applications import Starlette
 
-from cvmc.agent.domain.protocol import AUTH_SCHEME, string_to_sign
 from cvmc.coordinator.adapters.database import make_engine, migrate
 from cvmc.coordinator.compose import build
 from cvmc.coordinator.domain.config import Config, parse_config
 from cvmc.coordinator.service.coordinator import Coordinator
 from cvmc.gridmodel.enrolment import enrol_token
+from cvmc.protocol import AUTH_SCHEME, string_to_sign
 
 ENROL_KEY = "test-enrol-key-0123456789abcdefghijklmnopqrstuvwxyz"
 BOINC = "its-u11-boinc-20120415"

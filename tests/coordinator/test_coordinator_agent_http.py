@@ -27,15 +27,16 @@ from coordinator.coord_support import (
     write_setup,
 )
 
+from cvmc import protocol
 from cvmc.agent.adapters.http_coordinator import AgentState, HttpCoordinator
-from cvmc.agent.domain import protocol
+from cvmc.agent.domain import heartbeat
 from cvmc.agent.domain.engine import HostState, HwVirt, Verdict
-from cvmc.agent.domain.leases import Lease
 from cvmc.agent.domain.slots import Slot, SlotState
 from cvmc.agent.ports import CoordinatorError
 from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.entrypoints.cli import main as cli
 from cvmc.coordinator.service.coordinator import Coordinator
+from cvmc.protocol import Lease
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def agent(tmp_path: Path, base: str, cafile: str, desktop: str) -> HttpCoordinat
 
 
 def body(slots: list[Slot]) -> dict[str, Any]:
-    return protocol.build_heartbeat(
+    return heartbeat.build_heartbeat(
         sent_at="2026-11-25T04:00:00+00:00",
         agent_version="0.1.0",
         host=HostState(
@@ -78,7 +79,7 @@ def body(slots: list[Slot]) -> dict[str, Any]:
             hw_virt=HwVirt(present=True),
         ),
         verdict=Verdict(may_run=True, may_start=True, hard_stop=False, reason="allowed"),
-        facts=protocol.DesktopFacts(
+        facts=heartbeat.DesktopFacts(
             disk_free_mb=50000, hypervisor="qemu", hypervisor_version="7.2", max_vms=2
         ),
         slots=slots,

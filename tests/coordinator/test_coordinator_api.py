@@ -28,7 +28,7 @@ from coordinator.coord_support import (
 )
 from starlette.testclient import TestClient
 
-from cvmc.agent.domain import protocol
+from cvmc import protocol
 from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.entrypoints.cli import main as cli
 from cvmc.coordinator.service.coordinator import Coordinator

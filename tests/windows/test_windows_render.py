@@ -21,7 +21,7 @@ import yaml
 from windows.windows_run import ENROL_KEY, EXAMPLE, HOSTS, ROOT
 
 from cvmc.agent.domain.config import parse_config
-from cvmc.gridmodel import addressing, preflight, vpn
+from cvmc.gridmodel import addressing, plan, preflight, vpn
 from cvmc.gridmodel.enrolment import verify_enrol_token
 
 pytestmark = pytest.mark.slow
@@ -63,11 +63,9 @@ def test_identities_and_client_configs_follow_the_address_plan(rendered: Path, h
     # Each identity also names its certificate and key in the PKI (grid_vpn_pki_dir's default).
     pki = "/etc/openvpn/grid/pki/clients"
     expected = [
-        {
-            **ident,
-            "cert": f"{pki}/issued/{ident['cn']}.crt",
-            "key": f"{pki}/private/{ident['cn']}.key",
-        }
+        plan.PlannedIdentity(
+            **ident, cert=f"{pki}/issued/{ident['cn']}.crt", key=f"{pki}/private/{ident['cn']}.key"
+        )
         for ident in vpn.vpn_identities(
             grid["grid_desktop_registry"], layout, grid["grid_max_vms_per_desktop"]
         )
@@ -109,7 +107,9 @@ def test_the_library_directory_and_path_file_match_the_wheelhouse(rendered: Path
     wheels = sorted((ROOT / ".cache/wheelhouse/windows").glob("*.whl"))
     assert derived["wheel_files"] == [w.name for w in wheels]
     names = {w.name.split("-")[0].lower() for w in wheels}
-    assert {"cvmc", "cryptography", "psutil", "cffi", "pycparser"} <= names
+    # The desktop wheel (scripts/desktop_wheel.py), not the full cvmc with the coordinator.
+    assert {"cvmc_agent", "cryptography", "psutil", "cffi", "pycparser"} <= names
+    assert "cvmc" not in names
     # Each wheel's real .dist-info directory is what the role's `creates:` looks for, so a
     # second run unpacks nothing.
     for wheel, dist_info in zip(wheels, derived["dist_infos"], strict=True):

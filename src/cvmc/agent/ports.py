@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvmc.agent.domain.engine import HwVirt
-from cvmc.agent.domain.protocol import CatalogueEntry, Manifest
+from cvmc.protocol import CatalogueEntry, Manifest
 
 __all__ = [
     "Clock",

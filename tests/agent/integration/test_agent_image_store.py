@@ -126,7 +126,7 @@ import sys
 from pathlib import Path
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.image_store import EncryptedImageStore
-from cvmc.agent.domain.protocol import CatalogueEntry
+from cvmc.protocol import CatalogueEntry
 root, url, manifest, signature, pub = sys.argv[1:6]
 store = EncryptedImageStore(root, key=bytes(range(32)),
     trusted_keys=[minisign.parse_public_key(pub)], budget_bytes=1 << 30)

@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-from cvmc.agent.domain import protocol
-from cvmc.agent.domain.leases import DECLINE_REASONS
+from cvmc import protocol
+from cvmc.protocol import DECLINE_REASONS
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "coordinator-api.md"
 BLOCK = re.compile(r"<!-- schema: (\w+) -->\n```json\n(.*?)\n```", re.S)

@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 from agent.agent_fakes import World, make_world
 
-from cvmc.agent.domain.protocol import HEARTBEAT_SCHEMA
 from cvmc.agent.ports import Session
+from cvmc.protocol import HEARTBEAT_SCHEMA
 
 MONDAY = dt.datetime(2026, 11, 23, 0, 0)  # a Monday
 BOINC = "its-u11-boinc-20120415"

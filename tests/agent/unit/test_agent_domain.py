@@ -16,13 +16,14 @@ from agent.agent_fakes import TEST_PUBKEY, identity_files, lab_config, lab_confi
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cvmc.agent.domain import protocol
+from cvmc import protocol
+from cvmc.agent.domain import heartbeat
 from cvmc.agent.domain.config import ConfigError, parse_config
 from cvmc.agent.domain.engine import HostState, HwVirt, evaluate
-from cvmc.agent.domain.leases import Lease, parse_lease
 from cvmc.agent.domain.planner import DeclineLease, StartVm, VacateVm, plan
 from cvmc.agent.domain.seed import seed_files
 from cvmc.agent.domain.slots import ALLOWED, IllegalTransitionError, Slot, SlotState, transition
+from cvmc.protocol import Lease, parse_lease
 
 MONDAY_NOON = dt.datetime(2026, 11, 23, 12, 0)
 SATURDAY_NOON = dt.datetime(2026, 11, 28, 12, 0)
@@ -389,7 +390,7 @@ def test_string_to_sign_covers_every_part() -> None:
 @given(st.floats(5, 3600), st.integers(0, 100), st.floats(0, 0.999999))
 def test_heartbeat_delay_bounds(base: float, failures: int, rand: float) -> None:
     cap = max(900.0, base)
-    delay = protocol.heartbeat_delay(base, failures, cap, rand)
+    delay = heartbeat.heartbeat_delay(base, failures, cap, rand)
     if failures == 0:
         assert 0.9 * base <= delay <= 1.1 * base
     else:

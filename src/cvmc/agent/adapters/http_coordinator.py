@@ -25,9 +25,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cvmc import __version__
+from cvmc import __version__, protocol
 from cvmc.agent.adapters.files import write_private
-from cvmc.agent.domain import protocol
 from cvmc.agent.ports import CoordinatorClient, CoordinatorError
 
 __all__ = ["AgentState", "HttpCoordinator"]

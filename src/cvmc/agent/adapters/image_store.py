@@ -35,9 +35,9 @@ from typing import Any
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.crypto import HEADER, TAG, ChunkReader, ChunkWriter, CorruptError
 from cvmc.agent.adapters.files import write_private
-from cvmc.agent.domain.protocol import CatalogueEntry, Manifest, parse_manifest
 from cvmc.agent.logs import log_event
 from cvmc.agent.ports import ImageError, ImageStore, PlainSource, StoredImage
+from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
 
 __all__ = ["DownloadStats", "EncryptedImageStore"]
 

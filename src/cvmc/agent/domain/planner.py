@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from cvmc.agent.domain.config import PolicyConfig, VmType
 from cvmc.agent.domain.engine import HostState, Verdict, memory_for
-from cvmc.agent.domain.leases import Decline, Lease
 from cvmc.agent.domain.slots import Slot, SlotState
+from cvmc.protocol import Decline, Lease
 
 __all__ = ["Action", "DeclineLease", "StartVm", "VacateVm", "plan"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from cvmc.agent.domain.leases import Lease
+from cvmc.protocol import Lease
 
 __all__ = ["ALLOWED", "IllegalTransitionError", "Slot", "SlotState", "transition", "vm_id"]
 

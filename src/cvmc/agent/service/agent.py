@@ -25,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from cvmc import __version__
-from cvmc.agent.domain import protocol
+from cvmc import __version__, protocol
+from cvmc.agent.domain import heartbeat
 from cvmc.agent.domain.config import AgentConfig
 from cvmc.agent.domain.engine import HostState, HwVirt, Verdict, evaluate
-from cvmc.agent.domain.leases import Decline, Lease
 from cvmc.agent.domain.planner import DeclineLease, StartVm, VacateVm, plan
 from cvmc.agent.domain.seed import seed_files
 from cvmc.agent.domain.slots import Slot, SlotState, transition
@@ -49,6 +48,7 @@ from cvmc.agent.ports import (
     Sessions,
     VmSpec,
 )
+from cvmc.protocol import Decline, Lease
 
 __all__ = ["Agent", "InlineExecutor", "LaunchCancelledError"]
 
@@ -548,7 +548,7 @@ class Agent:
             self._declines = self._inflight + self._declines
             self._inflight = []
             self._hb_failures += 1
-            delay = protocol.heartbeat_delay(
+            delay = heartbeat.heartbeat_delay(
                 self.config.agent.heartbeat_s,
                 self._hb_failures,
                 self.config.agent.heartbeat_max_backoff_s,
@@ -581,14 +581,14 @@ class Agent:
         for problem in reply.problems:
             if problem.lease_id not in self._handled:
                 self._decline(problem)
-        self._next_hb = now + protocol.heartbeat_delay(reply.heartbeat_s, 0, 0, self.rand())
+        self._next_hb = now + heartbeat.heartbeat_delay(reply.heartbeat_s, 0, 0, self.rand())
         return True
 
     def _send_heartbeat(self, now: float, wall: dt.datetime, host: HostState, v: Verdict) -> None:
         if self._hb is not None or now < self._next_hb:
             return
         self._inflight, self._declines = self._declines, []
-        body = protocol.build_heartbeat(
+        body = heartbeat.build_heartbeat(
             sent_at=wall.astimezone().isoformat(timespec="seconds"),
             agent_version=__version__,
             host=host,
@@ -602,12 +602,12 @@ class Agent:
         self._next_hb = float("inf")  # set again when the reply (or failure) arrives
         self._hb = self.executor.submit(self.p.coordinator.heartbeat, body)
 
-    def _facts(self) -> protocol.DesktopFacts:
+    def _facts(self) -> heartbeat.DesktopFacts:
         try:
             version = self.p.hypervisor.version()
         except HypervisorError:
             version = "unknown"
-        return protocol.DesktopFacts(
+        return heartbeat.DesktopFacts(
             disk_free_mb=self.p.resources.disk_free_mb(self.config.agent.state_dir),
             hypervisor=self.p.hypervisor.name,
             hypervisor_version=version,

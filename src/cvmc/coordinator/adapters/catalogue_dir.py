@@ -13,8 +13,8 @@ import logging
 import os
 import threading
 
-from cvmc.agent.domain.protocol import parse_manifest
 from cvmc.coordinator.ports import CatalogueSource
+from cvmc.protocol import parse_manifest
 
 __all__ = ["DirectoryCatalogue"]
 

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, built from the agent's schemas (``cvmc.agent.domain.protocol``).
+"""The OpenAPI 3.1 document, built from the protocol's schemas (``cvmc.protocol``).
 
 OpenAPI 3.1 uses JSON Schema 2020-12, so the protocol's schemas go in unchanged (minus their
 ``$id``, which would make a resolver look them up elsewhere).
@@ -9,8 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cvmc import __version__
-from cvmc.agent.domain import protocol
+from cvmc import __version__, protocol
 
 __all__ = ["openapi_document"]
 

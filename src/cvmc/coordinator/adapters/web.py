@@ -29,12 +29,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from cvmc.agent.domain.protocol import API_PREFIX
 from cvmc.coordinator.adapters.dashboard import render_dashboard
 from cvmc.coordinator.adapters.openapi import openapi_document
 from cvmc.coordinator.adapters.rounds import ProcessRounds
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
 from cvmc.coordinator.service.coordinator import ApiError, Coordinator
+from cvmc.protocol import API_PREFIX
 
 __all__ = ["create_app"]
 

@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import hmac
 
-from cvmc.agent.domain.protocol import AUTH_SCHEME, string_to_sign
+from cvmc.protocol import AUTH_SCHEME, string_to_sign
 
 __all__ = ["derive_credential", "signature_ok"]
 

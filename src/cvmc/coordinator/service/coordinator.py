@@ -1,8 +1,8 @@
 """The coordinator's use cases: enrol, heartbeat, catalogue, allocation rounds, metrics.
 
 Framework-free: the web adapter hands it bytes and headers and turns ``ApiError`` into the
-documented error replies. Every request is validated with the agent's own schemas
-(``cvmc.agent.domain.protocol``) before anything is written.
+documented error replies. Every request is validated with the protocol's schemas
+(``cvmc.protocol``) before anything is written.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ from typing import Any
 
 import jsonschema_rs
 
-from cvmc.agent.domain.protocol import (
-    ENROL_REQUEST_SCHEMA,
-    ERROR_CODES,
-    HEARTBEAT_SCHEMA,
-)
 from cvmc.coordinator.domain.auth import derive_credential, signature_ok
 from cvmc.coordinator.domain.config import Config
 from cvmc.coordinator.domain.demand import Demand
@@ -47,6 +42,11 @@ from cvmc.coordinator.ports import (
     UnknownDesktopError,
 )
 from cvmc.gridmodel.enrolment import verify_enrol_token
+from cvmc.protocol import (
+    ENROL_REQUEST_SCHEMA,
+    ERROR_CODES,
+    HEARTBEAT_SCHEMA,
+)
 
 __all__ = ["ApiError", "Coordinator", "RoundReport"]
 

@@ -1,0 +1,88 @@
+"""Signed image manifests and the coordinator's catalogue of them, as they travel.
+
+The signature itself is checked by the agent's image store before a manifest is parsed; the
+coordinator parses manifests too, when it loads its catalogue directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvmc.gridmodel.classad import validate_vm_name
+
+__all__ = [
+    "DISK_FORMATS",
+    "SHA256_HEX",
+    "CatalogueEntry",
+    "Manifest",
+    "parse_catalogue",
+    "parse_manifest",
+]
+
+SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
+DISK_FORMATS: tuple[str, ...] = ("qcow2", "vdi", "vmdk", "raw")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A signed image manifest: what the image must be, byte for byte."""
+
+    vm_name: str
+    file: str
+    size: int
+    sha256: str
+    disk_format: str
+    raw: bytes  # the exact signed bytes
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse manifest bytes (after their signature was checked); ValueError names the field."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"manifest: not JSON ({exc})") from None
+    if not isinstance(data, Mapping) or data.get("format_version") != 1:
+        raise ValueError("manifest.format_version: must be 1")
+    vm_name = validate_vm_name(data.get("vm_name"), name="manifest.vm_name")
+    file = data.get("file")
+    if not isinstance(file, str) or not re.match(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z", file):
+        raise ValueError(f"manifest.file: {file!r} is not a plain file name")
+    size = data.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"manifest.size: {size!r} is not a positive number of bytes")
+    sha = data.get("sha256")
+    if not isinstance(sha, str) or not SHA256_HEX.match(sha):
+        raise ValueError(f"manifest.sha256: {sha!r} is not 64 lowercase hex digits")
+    fmt = data.get("disk_format")
+    if fmt not in DISK_FORMATS:
+        raise ValueError(f"manifest.disk_format: {fmt!r} is not one of {', '.join(DISK_FORMATS)}")
+    return Manifest(vm_name, file, size, sha, str(fmt), raw)
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    vm_name: str
+    url: str
+    manifest: bytes
+    signature: str
+
+
+def parse_catalogue(raw: object) -> list[CatalogueEntry]:
+    """The catalogue's entries (signatures are checked later, by the image store)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("images"), list):
+        raise ValueError("catalogue: expected an object with an 'images' list")
+    entries = []
+    for i, item in enumerate(raw["images"]):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"catalogue.images[{i}]: not an object")
+        for key in ("vm_name", "url", "manifest", "signature"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ValueError(f"catalogue.images[{i}].{key}: missing or not a string")
+        vm_name = validate_vm_name(item["vm_name"], name=f"catalogue.images[{i}].vm_name")
+        entries.append(
+            CatalogueEntry(vm_name, item["url"], item["manifest"].encode(), item["signature"])
+        )
+    return entries
