@@ -306,7 +306,9 @@ def parse_classes(
 
 def _image(raw: Mapping[str, Any], label: str) -> str:
     image = raw.get("image")
-    if image is None or (isinstance(image, str) and not image.strip()):
+    if image is None:
+        raise ValueError(f"{label}.image: missing; name the type's signed image file")
+    if isinstance(image, str) and not image.strip():
         raise ValueError(f"{label}.image: the VM type has no image; name its signed image file")
     if not isinstance(image, str) or not IMAGE_FILE_PATTERN.match(image):
         raise ValueError(
