@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from lab_model import ROOT
 
-from cvmc.gridmodel import limits
+from cvmc.gridmodel import catalogue, limits
 
 
 @pytest.mark.parametrize(
@@ -107,3 +108,19 @@ def test_coordinator_urls(url: str) -> None:
 def test_bad_coordinator_urls(url: object) -> None:
     with pytest.raises(ValueError, match=r"^grid_coordinator_url: .* must be an https:// URL"):
         limits.coordinator_url(url)
+
+
+def test_the_docs_give_every_range() -> None:
+    """docs/grid-model.md's rule table states each range the code applies."""
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in (ROOT / "docs/grid-model.md").read_text().splitlines()
+        if line.startswith("| `grid_")
+    }
+    wanted = {**limits.RANGES, **{f"grid_vm_types[].{k}": r for k, r in catalogue.RANGES.items()}}
+    for variable, bounds in wanted.items():
+        row = rows[variable]
+        if bounds.maximum is None:
+            assert f"at least {bounds.minimum}" in row, row
+        else:
+            assert f"{bounds.minimum} to {bounds.maximum}" in row, row
