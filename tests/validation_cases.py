@@ -541,6 +541,12 @@ CASES += [
         "grid_policy.holidays: must be a list of dates",
         refused_by=(AGENT,),
     ),
+    Case(
+        "policy-blackouts-null",
+        _policy(blackouts=None),
+        "grid_policy.blackouts: must be a list of windows",
+        refused_by=(AGENT,),
+    ),
     # -- bandwidth: tc's byte units are ambiguous
     Case(
         "bandwidth-everyday-mbps",

@@ -58,6 +58,14 @@ def test_a_type_names_its_class_and_its_disk() -> None:
     assert (vm.disk_gb, vm.disk_declared, vm.disk_kb) == (40, True, 40 * 1024 * 1024)
 
 
+def test_a_null_optional_field_is_an_absent_one() -> None:
+    """As in the argument spec: YAML `disk_gb:` with no value means the default."""
+    nulls = {**VM, "os": None, "arch": None, "disk_gb": None, "bandwidth_class": None}
+    assert c.parse_vm_types([nulls]) == c.parse_vm_types([VM])
+    for key in ("name", "cpus", "memory_mb"):
+        assert c.vm_type_problems([{**VM, key: None}]), key
+
+
 def test_without_classes_the_caps_stay_unknown() -> None:
     """The coordinator's grid file carries no bandwidth classes."""
     (vm,) = c.parse_vm_types([VM])

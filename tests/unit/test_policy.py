@@ -170,3 +170,45 @@ def test_blackout_length_matches_its_window(start: int, end: int, probe: int) ->
     minute = probe % (24 * 60)
     inside = start <= minute < end if start < end else (minute >= start or minute < end)
     assert (active_blackout(policy, now, user_present=False) is not None) == inside
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, r"^grid_policy: None is not a mapping"),
+        ({"blackouts": None}, r"^grid_policy\.blackouts: must be a list"),
+        ({"holidays": "2026-12-25"}, r"^grid_policy\.holidays: must be a list of dates"),
+        ({"holidays": ["2026-12-25T10:00:00"]}, r"^grid_policy\.holidays\[0\]: "),
+        ({"holidays": [dt.datetime(2026, 12, 25, 10, 0)]}, r"^grid_policy\.holidays\[0\]: "),
+        ({"require_hw_virtualization": "yes"}, r"^grid_policy\.require_hw_virtualization: 'yes'"),
+        ({"min_battery_percent": 150}, r"^grid_policy\.min_battery_percent: 150 is out of"),
+        ({"min_battery_percent": True}, r"^grid_policy\.min_battery_percent: True is true or"),
+        ({"min_battery": 20}, r"^grid_policy\.min_battery: unknown key"),
+        ({"blackouts": [{"days": ["mon"], "start": "07:00", "end": "08:00"}]}, r"\.name: None"),
+        (
+            {
+                "blackouts": [
+                    {"name": "w", "days": ["mon"], "start": "07:00", "end": "08:00", "x": 1}
+                ]
+            },
+            r"^grid_policy\.blackouts\[0\]\.x: unknown key",
+        ),
+        ({"blackouts": ["w"]}, r"^grid_policy\.blackouts\[0\]: 'w' is not a mapping"),
+    ],
+)
+def test_the_policy_is_strict(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_policy(raw)
+
+
+def test_the_policy_carries_the_desktop_wide_rules() -> None:
+    assert (SEED.require_hw_virtualization, SEED.min_battery_percent) == (True, 50)
+    policy = parse_policy(
+        {"holidays": None, "require_hw_virtualization": False, "min_battery_percent": 0}
+    )
+    assert (policy.holidays, policy.require_hw_virtualization, policy.min_battery_percent) == (
+        frozenset(),
+        False,
+        0,
+    )
+    assert parse_policy({"holidays": [dt.date(2026, 12, 25)]}).holidays == {dt.date(2026, 12, 25)}

@@ -321,7 +321,9 @@ def _image(raw: Mapping[str, Any], label: str) -> str:
 
 def _number(raw: Mapping[str, Any], key: str, label: str, default: int | None = None) -> int:
     bounds = RANGES[key]
-    value = raw.get(key, default)
+    value = raw.get(key)
+    if value is None:  # absent or null: an optional field takes its default
+        value = default
     if value is None:
         raise ValueError(f"{label}.{key}: missing; give {bounds.describe()}")
     return limits.whole_number(
@@ -355,14 +357,14 @@ def _vm_type(
     os_name = _attempt(
         problems,
         classad.validate_attr_value,
-        raw.get("os", DEFAULT_OS),
+        DEFAULT_OS if raw.get("os") is None else raw["os"],
         name=f"{label}.os",
         attr="os",
     )
     arch = _attempt(
         problems,
         classad.validate_attr_value,
-        raw.get("arch", DEFAULT_ARCH),
+        DEFAULT_ARCH if raw.get("arch") is None else raw["arch"],
         name=f"{label}.arch",
         attr="arch",
     )

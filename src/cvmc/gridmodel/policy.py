@@ -135,9 +135,9 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
     _unknown_keys(raw, POLICY_KEYS, name)
+    # A null list of blackouts is refused, not taken as none: the Windows desktops' role loops
+    # over it to make Task Scheduler triggers, and a loop over null fails on the desktop.
     blackouts_raw = raw.get("blackouts", [])
-    if blackouts_raw is None:
-        blackouts_raw = []
     if not isinstance(blackouts_raw, Sequence) or isinstance(blackouts_raw, str):
         raise ValueError(f"{name}.blackouts: must be a list of windows")
     blackouts = tuple(
