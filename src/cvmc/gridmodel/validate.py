@@ -93,7 +93,12 @@ def _network_problem(value: object, name: str) -> str | None:
 
 
 def check_network(model: Model) -> list[str]:
-    """Research network, campus networks, VPN slices and the address plan's capacity."""
+    """Research network, campus networks, VPN slices and the address plan's capacity.
+
+    Of these, only grid_max_vms_per_desktop reaches the agent's configuration and the
+    coordinator's grid file (checked there with the same ``limits.setting``); the networks,
+    instances and the plan are the gateways' and are checked here alone.
+    """
     problems = _problem(
         lambda: limits.setting(model["max_vms_per_desktop"], "grid_max_vms_per_desktop")
     )
@@ -401,7 +406,7 @@ def check_services(model: Model) -> list[str]:
 
     These are the only exceptions to the research network's isolation, so they are checked
     closely: pool services name addresses and ports, and NAT never leads into the campus LAN
-    or back into the research network.
+    or back into the research network. Neither the agent nor the coordinator reads them.
     """
     problems: list[str] = []
     research = model["research_network"]
