@@ -1,20 +1,30 @@
 """The table of bad grid models and the message each must produce.
 
-One table, used twice: tests/unit/test_validate.py runs every case through the pure checks
-(cvmc.gridmodel.validate), and tests/integration/test_validation_role.py runs every case
-through the real `grid` role with ansible-playbook, where it must also stop the play before
-a later task can change anything. The base model is the lab inventory's group_vars/all.
+One table, used three times: tests/unit/test_validate.py runs every case through the pure
+checks (cvmc.gridmodel.validate, the gate's authority), tests/unit/test_gate_parity.py renders
+each case's agent configuration and coordinator grid file as the roles would and checks that
+whatever the agent or the coordinator refuses, the gate refuses first, and
+tests/integration/test_validation_role.py runs every case through the real `grid` role with
+ansible-playbook, where it must also stop the play before a later task can change anything.
+The base model is the lab inventory's group_vars/all.
 
 `vars` are grid_* variables given as extra vars (they replace the lab's value). `hosts`
 names a group of tests/fixtures/desktops.yml to use as the desktop group instead of the
-lab's. A case with `argspec=True` is caught by meta/argument_specs.yml before the cross-field
-checks run, so it exists only at the role level.
+lab's. `expect` is part of the gate's message. `role_expect` is what the role prints instead,
+for a case that meta/argument_specs.yml refuses before the gate runs (the gate refuses it too).
+`refused_by` names the consumers that refuse the case's model on their own, later: "agent"
+(its configuration, cvmc.agent.domain.config) and "coordinator" (its grid file,
+cvmc.coordinator.domain.grid); the parity test checks it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+AGENT = "agent"
+COORDINATOR = "coordinator"
+BOTH = (AGENT, COORDINATOR)
 
 LAB_VM = {
     "name": "its-u11-boinc-20120415",
@@ -32,8 +42,9 @@ class Case:
     vars: dict[str, Any]
     expect: str
     hosts: str | None = None
-    argspec: bool = False
+    role_expect: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
+    refused_by: tuple[str, ...] = ()
 
 
 CASES: list[Case] = [
@@ -87,6 +98,7 @@ CASES: list[Case] = [
             ]
         },
         "grid_bandwidth_classes[standard].down: unknown unit 'mbitt'",
+        refused_by=(AGENT,),
     ),
     Case(
         "bandwidth-without-unit",
@@ -97,43 +109,51 @@ CASES: list[Case] = [
             ]
         },
         "grid_bandwidth_classes[standard].down: '20' needs a unit",
+        refused_by=(AGENT,),
     ),
     Case(
         "bandwidth-unknown-default-class",
         {"grid_bandwidth_default_class": "premium"},
         "grid_bandwidth_default_class: 'premium' is not a class in grid_bandwidth_classes",
+        refused_by=(AGENT,),
     ),
     Case(
         "reserve-at-least-desktop-ram",
         {"grid_host_memory_reserve_mb": 2048},
         "grid_host_memory_reserve_mb: 2048 MB is at least a desktop's whole RAM",
+        refused_by=(AGENT,),
     ),
     Case(
         "vm-type-too-big-for-smallest-desktop",
         {"grid_vm_types": [{**LAB_VM, "memory_mb": 4096}]},
         "grid_vm_types[its-u11-boinc-20120415].memory_mb: 4096 MB plus "
         "grid_host_memory_reserve_mb (1024 MB) does not fit the smallest desktop",
+        refused_by=(AGENT,),
     ),
     Case(
         "malformed-vm-name",
         {"grid_vm_types": [{**LAB_VM, "name": "ITS U11 boinc!"}]},
         "grid_vm_types[0].name: 'ITS U11 boinc!' is not a valid vm_name",
+        refused_by=BOTH,
     ),
     Case(
         "duplicate-vm-type",
         {"grid_vm_types": [LAB_VM, {**LAB_VM, "memory_mb": 768}]},
         "grid_vm_types[1].name: 'its-u11-boinc-20120415' is used twice",
+        refused_by=BOTH,
     ),
     Case(
         "vm-type-without-image",
         {"grid_vm_types": [{**LAB_VM, "image": ""}]},
         "grid_vm_types[its-u11-boinc-20120415].image: the VM type has no image",
+        refused_by=BOTH,
     ),
     Case(
         "vm-type-missing-image-key",
         {"grid_vm_types": [{k: v for k, v in LAB_VM.items() if k != "image"}]},
-        "missing required arguments: image found in grid_vm_types",
-        argspec=True,
+        "grid_vm_types[its-u11-boinc-20120415].image: missing; name the type's signed image",
+        role_expect="missing required arguments: image found in grid_vm_types",
+        refused_by=BOTH,
     ),
     Case(
         "policy-time-out-of-range",
@@ -145,6 +165,7 @@ CASES: list[Case] = [
             }
         },
         "grid_policy.blackouts[0].start: '25:00' is not a time of day",
+        refused_by=(AGENT,),
     ),
     Case(
         "policy-empty-window",
@@ -156,6 +177,7 @@ CASES: list[Case] = [
             }
         },
         "grid_policy.blackouts[0]: start and end are both '07:00', an empty or endless window",
+        refused_by=(AGENT,),
     ),
     Case(
         "policy-unknown-day",
@@ -167,11 +189,13 @@ CASES: list[Case] = [
             }
         },
         "grid_policy.blackouts[0].days: 'funday' is not a day",
+        refused_by=(AGENT,),
     ),
     Case(
         "policy-bad-holiday",
         {"grid_policy": {"blackouts": [], "holidays": ["2026-02-30"]}},
         "grid_policy.holidays[0]: '2026-02-30' is not a date",
+        refused_by=(AGENT,),
     ),
     Case(
         "duplicate-desktop-names",
@@ -201,6 +225,7 @@ CASES: list[Case] = [
         "coordinator-not-https",
         {"grid_coordinator_url": "http://lab-coordinator"},
         "grid_coordinator_url: 'http://lab-coordinator' must be an https:// URL",
+        refused_by=(AGENT,),
     ),
 ]
 
@@ -249,5 +274,387 @@ CASES += [
         },
         "grid_desktop_registry: 'lab-desktop-1' and 'LAB-Desktop-1.lab.example' are the same "
         "desktop",
+        refused_by=(COORDINATOR,),
+    ),
+]
+
+
+def _policy(**changes: Any) -> dict[str, Any]:
+    """The lab's grid_policy with ``changes``."""
+    return {
+        "grid_policy": {
+            "blackouts": [
+                {
+                    "name": "owner-workday",
+                    "applies": "user_present",
+                    "days": ["mon", "tue", "wed", "thu", "fri"],
+                    "start": "07:00",
+                    "end": "17:00",
+                }
+            ],
+            "holidays": [],
+            "require_hw_virtualization": False,
+            "min_battery_percent": 50,
+            **changes,
+        }
+    }
+
+
+def _classes(**standard: Any) -> dict[str, Any]:
+    """The lab's bandwidth classes with the standard class changed."""
+    return {
+        "grid_bandwidth_classes": [
+            {"name": "standard", "down": "20mbit", "up": "10mbit", **standard},
+            {"name": "bulk", "down": "40mbit", "up": "20mbit"},
+        ]
+    }
+
+
+def _vm(**changes: Any) -> dict[str, Any]:
+    """The lab's first VM type, changed, as the whole catalogue."""
+    return {"grid_vm_types": [{**LAB_VM, **changes}]}
+
+
+VM = "grid_vm_types[its-u11-boinc-20120415]"
+
+# Issue 13: inputs the gate passed while the agent or the coordinator refused them later, on
+# every desktop, after the gateways and the coordinator had changed; and their kin.
+CASES += [
+    # -- the VM type catalogue: one parser for gate, agent and coordinator
+    Case(
+        "vm-cpus-negative",
+        _vm(cpus=-2),
+        f"{VM}.cpus: -2 is out of range; give a whole number from 1 to 32",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-cpus-yaml-bool",
+        _vm(cpus=True),
+        f"{VM}.cpus: True is true or false, not a whole number",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-cpus-string",
+        _vm(cpus="2"),
+        f"{VM}.cpus: '2' is not a whole number",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-cpus-float",
+        _vm(cpus=2.0),
+        f"{VM}.cpus: 2.0 is not a whole number",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-cpus-huge",
+        _vm(cpus=4096),
+        f"{VM}.cpus: 4096 is out of range",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-memory-in-gb",
+        _vm(memory_mb=2),
+        f"{VM}.memory_mb: 2 is out of range; give a whole number from 256 to 262144",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-memory-in-kb",
+        _vm(memory_mb=4194304),
+        f"{VM}.memory_mb: 4194304 is out of range",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-disk-zero",
+        _vm(disk_gb=0),
+        f"{VM}.disk_gb: 0 is out of range; give a whole number from 1 to 65536",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-disk-huge",
+        _vm(disk_gb=65537),
+        f"{VM}.disk_gb: 65537 is out of range",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-image-url",
+        _vm(image="http://images.example.org/its-u11-boinc-20120415.qcow2"),
+        f"{VM}.image: 'http://images.example.org/its-u11-boinc-20120415.qcow2' is not a plain "
+        "file name",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-image-path-traversal",
+        _vm(image="../x.qcow2"),
+        f"{VM}.image: '../x.qcow2' is not a plain file name",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-image-windows-path",
+        _vm(image="C:\\images\\its.vdi"),
+        "its.vdi' is not a plain file name; give the signed image's file name",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-unknown-key",
+        _vm(disk_size_gb=40),
+        f"{VM}.disk_size_gb: unknown key",
+        role_expect="grid_vm_types.disk_size_gb. Supported parameters include",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-os-lower-case",
+        _vm(os="linux"),
+        f"{VM}.os: 'linux' is not a valid ClassAd os value",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-unknown-bandwidth-class",
+        _vm(bandwidth_class="gold"),
+        f"{VM}.bandwidth_class: 'gold' is not a class in grid_bandwidth_classes",
+        refused_by=(AGENT,),  # the coordinator's grid file carries no classes
+    ),
+    Case(
+        "vm-names-differ-only-in-case",
+        {"grid_vm_types": [LAB_VM, {**LAB_VM, "name": "ITS-U11-BOINC-20120415"}]},
+        "grid_vm_types[1].name: 'ITS-U11-BOINC-20120415' is not a valid vm_name",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-catalogue-empty",
+        {"grid_vm_types": []},
+        "grid_vm_types: the catalogue is empty",
+        refused_by=BOTH,
+    ),
+    # -- scalar settings: strict types, documented ranges
+    Case(
+        "max-vms-zero",
+        {"grid_max_vms_per_desktop": 0},
+        "grid_max_vms_per_desktop: 0 is out of range; give a whole number from 1 to 64",
+        refused_by=BOTH,
+    ),
+    Case(
+        "max-vms-above-64",
+        {"grid_max_vms_per_desktop": 65, "grid_research_network": "10.64.0.0/16"},
+        "grid_max_vms_per_desktop: 65 is out of range",
+        refused_by=BOTH,  # the agent's own check used to be >= 1 only
+    ),
+    Case(
+        "max-vms-yaml-bool",
+        {"grid_max_vms_per_desktop": True},
+        "grid_max_vms_per_desktop: True is true or false, not a whole number",
+        refused_by=BOTH,
+    ),
+    Case(
+        "max-vms-string",
+        {"grid_max_vms_per_desktop": "2"},
+        "grid_max_vms_per_desktop: '2' is not a whole number",
+        refused_by=BOTH,
+    ),
+    Case(
+        "reserve-yaml-bool",
+        {"grid_host_memory_reserve_mb": True},
+        "grid_host_memory_reserve_mb: True is true or false, not a whole number",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "reserve-negative",
+        {"grid_host_memory_reserve_mb": -1},
+        "grid_host_memory_reserve_mb: -1 is out of range; give a whole number of at least 0",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "desktop-min-memory-string",
+        {"grid_desktop_min_memory_mb": "8192"},
+        "grid_desktop_min_memory_mb: '8192' is not a whole number",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "planned-desktops-zero",
+        {"grid_planned_desktops": 0},
+        "grid_planned_desktops: 0 is out of range; give a whole number of at least 1",
+    ),
+    Case(
+        "grid-name-not-a-name",
+        {"grid_name": "lab grid!"},
+        "grid_name: 'lab grid!' is not a grid name",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "grid-name-empty",
+        {"grid_name": ""},
+        "grid_name: '' is not a grid name",
+        refused_by=(COORDINATOR,),
+    ),
+    # -- the policy
+    Case(
+        "battery-above-100",
+        _policy(min_battery_percent=150),
+        "grid_policy.min_battery_percent: 150 is out of range; give a whole number from 0 to 100",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "battery-yaml-bool",
+        _policy(min_battery_percent=True),
+        "grid_policy.min_battery_percent: True is true or false, not a whole number",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "hw-virtualization-string",
+        _policy(require_hw_virtualization="yes"),
+        "grid_policy.require_hw_virtualization: 'yes' is not true or false",
+        refused_by=(AGENT,),  # the coordinator's role renders it through | bool
+    ),
+    Case(
+        "policy-unknown-key",
+        _policy(min_battery=20),
+        "grid_policy.min_battery: unknown key",
+        role_expect="grid_policy.min_battery. Supported parameters include",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "policy-full-day-name",
+        {
+            "grid_policy": {
+                "blackouts": [
+                    {"name": "w", "days": ["Monday"], "start": "07:00", "end": "17:00"},
+                ]
+            }
+        },
+        "grid_policy.blackouts[0].days: 'Monday' is not a day; use mon, tue",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "policy-time-with-spaces",
+        {
+            "grid_policy": {
+                "blackouts": [
+                    {"name": "w", "days": ["mon"], "start": " 07:00", "end": "17:00"},
+                ]
+            }
+        },
+        "grid_policy.blackouts[0].start: ' 07:00' is not a time of the form HH:MM",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "policy-holidays-not-a-list",
+        _policy(holidays="2026-12-25"),
+        "grid_policy.holidays: must be a list of dates",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "policy-blackouts-null",
+        _policy(blackouts=None),
+        "grid_policy.blackouts: must be a list of windows",
+        refused_by=(AGENT,),
+    ),
+    # -- bandwidth: tc's byte units are ambiguous
+    Case(
+        "bandwidth-everyday-mbps",
+        _classes(down="20Mbps"),
+        "grid_bandwidth_classes[standard].down: '20Mbps' is ambiguous: tc(8) reads 'mbps' as "
+        "megabytes per second (8 times 'mbit'), but in everyday use 'bps' means bits per second; "
+        "write '20mbit' for 20 megabits per second, or '160mbit' for 20 megabytes per second",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-megabytes",
+        _classes(up="2.5MBps"),
+        "grid_bandwidth_classes[standard].up: '2.5MBps' is ambiguous",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-kbps",
+        _classes(up="512kbps"),
+        "write '512kbit' for 512 kilobits per second, or '4096kbit' for 512 kilobytes",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-bare-int",
+        _classes(down=20),
+        "grid_bandwidth_classes[standard].down: 20 needs a unit",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-not-whole-kbit",
+        _classes(down="1kibit"),
+        "grid_bandwidth_classes[standard].down: '1kibit' is 1024 bit/s, not a whole number of "
+        "kbit/s",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-class-name-with-space",
+        {
+            "grid_bandwidth_classes": [{"name": "gold class", "down": "20mbit", "up": "1mbit"}],
+            "grid_bandwidth_default_class": "gold class",
+            "grid_vm_types": [LAB_VM],
+        },
+        "grid_bandwidth_classes[0].name: 'gold class' is not a bandwidth class name",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-class-twice",
+        {
+            "grid_bandwidth_classes": [
+                {"name": "standard", "down": "20mbit", "up": "10mbit"},
+                {"name": "Standard", "down": "40mbit", "up": "20mbit"},
+            ],
+            "grid_vm_types": [LAB_VM],
+        },
+        "grid_bandwidth_classes[1].name: 'Standard' is used twice",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "bandwidth-no-classes",
+        {"grid_bandwidth_classes": [], "grid_vm_types": [LAB_VM]},
+        "grid_bandwidth_classes: the list is empty",
+        refused_by=(AGENT,),
+    ),
+    # -- the coordinator, the VPN, the registry
+    Case(
+        "coordinator-url-query",
+        {"grid_coordinator_url": "https://lab-coordinator/?tenant=1"},
+        "grid_coordinator_url: 'https://lab-coordinator/?tenant=1' must be an https:// URL",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "vpn-instance-name-too-long",
+        {"grid_vpn_instances": [{"name": "research-vpn-0", "port": 1194}]},
+        "grid_vpn_instances[0].name: 'research-vpn-0' is not an instance name",
+    ),
+    Case(
+        "vpn-slice-larger-than-16",
+        {
+            "grid_research_network": "172.16.0.0/12",
+            "grid_vpn_instances": [{"name": "rvpn0", "port": 1194}],
+        },
+        "grid_vpn_instances[rvpn0].network: 172.16.0.0/12 is larger than /16",
+    ),
+    Case(
+        "vpn-port-yaml-bool",
+        {"grid_vpn_instances": [{"name": "rvpn0", "port": True}]},
+        "grid_vpn_instances[rvpn0].port: True is true or false, not a whole number",
+    ),
+    Case(
+        "registry-index-yaml-bool",
+        {
+            "grid_desktop_registry": [
+                {"name": "lab-desktop-1", "index": True},
+                {"name": "lab-desktop-2", "index": 1},
+            ]
+        },
+        "grid_desktop_registry[lab-desktop-1].index: True is not an integer",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "registry-name-no-vpn-identity",
+        {
+            "grid_desktop_registry": [
+                {"name": "lab-desktop-1", "index": 0},
+                {"name": "lab-desktop-2", "index": 1},
+                {"name": "lab_desktop_3", "index": 2},
+            ]
+        },
+        "grid_desktop_registry[lab_desktop_3]: 'lab_desktop_3' slot 1 gives 'lab_desktop_3-vm1', "
+        "not a usable identity",
     ),
 ]

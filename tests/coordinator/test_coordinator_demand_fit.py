@@ -221,5 +221,7 @@ def test_the_grid_files_disk_size_is_optional_and_bounded() -> None:
     assert parse_grid(raw).vm_types[0].disk_kb == 20 * 1024 * 1024
     for bad in (0, -1, True, "20", 1.5, 65537):
         raw = {**GRID, "vm_types": [{**GRID["vm_types"][0], "disk_gb": bad}]}
-        with pytest.raises(ValueError, match=r"vm_types\[0\]\.disk_gb"):
+        with pytest.raises(
+            ValueError, match=r"^grid file: grid_vm_types\[its-u11-boinc-20120415\]\.disk_gb: "
+        ):
             parse_grid(raw)

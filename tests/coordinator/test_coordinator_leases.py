@@ -18,7 +18,7 @@ TYPES = parse_grid(
         "max_vms_per_desktop": 4,
         "desktops": [],
         "vm_types": [
-            {"name": n, "cpus": c, "memory_mb": m, "os": "LINUX", "arch": "X86_64"}
+            {"name": n, "image": f"{n}.qcow2", "cpus": c, "memory_mb": m, "os": "LINUX"}
             for n, c, m in [
                 ("its-u11-boinc-20120415", 1, 512),
                 ("lab-el9-bulk-20261101", 2, 2048),
@@ -290,5 +290,7 @@ def test_grid_file_reads_the_hw_virtualization_policy() -> None:
     assert (
         parse_grid({**raw, "require_hw_virtualization": False}).require_hw_virtualization is False
     )
-    with pytest.raises(ValueError, match=r"grid file\.require_hw_virtualization: 'no'"):
+    with pytest.raises(
+        ValueError, match=r"^grid file: grid_policy\.require_hw_virtualization: 'no' is not true"
+    ):
         parse_grid({**raw, "require_hw_virtualization": "no"})

@@ -45,7 +45,9 @@ def test_parse_time(value: str, minutes: int) -> None:
     assert parse_time(value) == minutes
 
 
-@pytest.mark.parametrize("value", ["24:00", "7:00", "07:60", "0700", "", None, 700])
+@pytest.mark.parametrize(
+    "value", ["24:00", "7:00", "07:60", "0700", "", None, 700, " 07:00", "07:00\n"]
+)
 def test_parse_time_refuses(value: object) -> None:
     with pytest.raises(ValueError, match=r"^t: "):
         parse_time(value, name="t")
@@ -103,10 +105,14 @@ def test_minutes_until_change_finds_the_window_edges() -> None:
     assert minutes_until_change(SEED, at(MONDAY, "12:00"), user_present=False) == 7 * 24 * 60
 
 
-def test_full_day_names_are_accepted() -> None:
-    policy = parse_policy(
-        {"blackouts": [{"name": "x", "days": ["Monday", "TUE"], "start": "01:00", "end": "02:00"}]}
-    )
+@pytest.mark.parametrize("day", ["Monday", "monday", "TUE", "Mon", " mon", 1, None])
+def test_only_the_short_lower_case_day_names(day: object) -> None:
+    """roles/windows_desktop maps exactly mon..sun to Task Scheduler days; anything else would
+    fail on the desktop, after the gateways changed, so the model refuses it."""
+    blackout = {"name": "x", "days": ["wed", day], "start": "01:00", "end": "02:00"}
+    with pytest.raises(ValueError, match=r"^grid_policy\.blackouts\[0\]\.days: .* is not a day"):
+        parse_policy({"blackouts": [blackout]})
+    policy = parse_policy({"blackouts": [{**blackout, "days": ["mon", "tue"]}]})
     assert policy.blackouts[0].days == frozenset({0, 1})
 
 
@@ -116,7 +122,7 @@ def test_full_day_names_are_accepted() -> None:
         ({"name": "x", "days": [], "start": "07:00", "end": "17:00"}, "non-empty list of days"),
         ({"name": "x", "days": "mon", "start": "07:00", "end": "17:00"}, "non-empty list"),
         (
-            {"name": "x", "days": ["mon", "Monday"], "start": "07:00", "end": "17:00"},
+            {"name": "x", "days": ["mon", "mon"], "start": "07:00", "end": "17:00"},
             "listed twice",
         ),
         (
@@ -164,3 +170,45 @@ def test_blackout_length_matches_its_window(start: int, end: int, probe: int) ->
     minute = probe % (24 * 60)
     inside = start <= minute < end if start < end else (minute >= start or minute < end)
     assert (active_blackout(policy, now, user_present=False) is not None) == inside
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (None, r"^grid_policy: None is not a mapping"),
+        ({"blackouts": None}, r"^grid_policy\.blackouts: must be a list"),
+        ({"holidays": "2026-12-25"}, r"^grid_policy\.holidays: must be a list of dates"),
+        ({"holidays": ["2026-12-25T10:00:00"]}, r"^grid_policy\.holidays\[0\]: "),
+        ({"holidays": [dt.datetime(2026, 12, 25, 10, 0)]}, r"^grid_policy\.holidays\[0\]: "),
+        ({"require_hw_virtualization": "yes"}, r"^grid_policy\.require_hw_virtualization: 'yes'"),
+        ({"min_battery_percent": 150}, r"^grid_policy\.min_battery_percent: 150 is out of"),
+        ({"min_battery_percent": True}, r"^grid_policy\.min_battery_percent: True is true or"),
+        ({"min_battery": 20}, r"^grid_policy\.min_battery: unknown key"),
+        ({"blackouts": [{"days": ["mon"], "start": "07:00", "end": "08:00"}]}, r"\.name: None"),
+        (
+            {
+                "blackouts": [
+                    {"name": "w", "days": ["mon"], "start": "07:00", "end": "08:00", "x": 1}
+                ]
+            },
+            r"^grid_policy\.blackouts\[0\]\.x: unknown key",
+        ),
+        ({"blackouts": ["w"]}, r"^grid_policy\.blackouts\[0\]: 'w' is not a mapping"),
+    ],
+)
+def test_the_policy_is_strict(raw: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_policy(raw)
+
+
+def test_the_policy_carries_the_desktop_wide_rules() -> None:
+    assert (SEED.require_hw_virtualization, SEED.min_battery_percent) == (True, 50)
+    policy = parse_policy(
+        {"holidays": None, "require_hw_virtualization": False, "min_battery_percent": 0}
+    )
+    assert (policy.holidays, policy.require_hw_virtualization, policy.min_battery_percent) == (
+        frozenset(),
+        False,
+        0,
+    )
+    assert parse_policy({"holidays": [dt.date(2026, 12, 25)]}).holidays == {dt.date(2026, 12, 25)}

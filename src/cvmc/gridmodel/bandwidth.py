@@ -1,8 +1,13 @@
 """Bandwidth caps: parse rate strings in tc(8) units and render them for tc, pfSense, VirtualBox.
 
-All rates are integers in bits per second. Units follow tc(8): ``bit``/``kbit``/``mbit``/``gbit``/
-``tbit`` are bits per second in SI steps (x1000), ``kibit``... are binary steps (x1024), and
-``bps``/``kbps``/... are **bytes** per second (x8), as tc defines them.
+All rates are integers in bits per second. Units are tc(8)'s bit units: ``bit``/``kbit``/``mbit``/
+``gbit``/``tbit`` are bits per second in SI steps (x1000), ``kibit``... are binary steps (x1024).
+
+tc(8) also reads ``bps``/``kbps``/``mbps``/... as **bytes** per second (x8), but the everyday
+"20 Mbps" means 20 megabits: an admin who writes it would get a cap eight times higher than
+meant, silently. Those spellings are refused in any case (``Mbps``, ``MBps``, ``mbps``, ``kibps``
+...), and the message shows the two unambiguous forms (``20mbit``, or ``160mbit`` for 20
+megabytes per second); see :data:`BYTE_UNITS`.
 
 Every function is pure (standard library only, no I/O) and raises ``ValueError`` with a message
 that starts with the name of the variable being checked.
@@ -11,9 +16,11 @@ that starts with the name of the variable being checked.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Literal, TypedDict
 
 __all__ = [
+    "BYTE_UNITS",
     "MAX_RATE_BITS",
     "UNITS",
     "PfsenseBandwidth",
@@ -29,7 +36,7 @@ MAX_RATE_BITS = 10**12
 
 _K, _KI = 1000, 1024
 
-#: tc(8) unit name (lowercase) -> bits per second of one unit.
+#: The accepted units: tc(8)'s bit units (lowercase; matched in any case) -> bits per second.
 UNITS: dict[str, int] = {
     "bit": 1,
     "kbit": _K,
@@ -40,6 +47,11 @@ UNITS: dict[str, int] = {
     "mibit": _KI**2,
     "gibit": _KI**3,
     "tibit": _KI**4,
+}
+
+#: tc(8)'s byte units (bytes per second, x8), refused as ambiguous in every spelling: the unit
+#: -> bits per second of one unit as tc would read it.
+BYTE_UNITS: dict[str, int] = {
     "bps": 8,
     "kbps": 8 * _K,
     "mbps": 8 * _K**2,
@@ -74,6 +86,34 @@ def _units_hint() -> str:
     return ", ".join(UNITS)
 
 
+_PREFIX_WORDS = {
+    "": "",
+    "k": "kilo",
+    "m": "mega",
+    "g": "giga",
+    "t": "tera",
+    "ki": "kibi",
+    "mi": "mebi",
+    "gi": "gibi",
+    "ti": "tebi",
+}
+
+
+def _byte_unit_problem(value: str, number: str, unit: str, name: str) -> str:
+    """The message for a tc byte unit (``20Mbps``): both readings, spelled unambiguously."""
+    prefix = unit.lower().removesuffix("bps")
+    word = _PREFIX_WORDS[prefix]
+    amount = Decimal(number)
+    as_bits = f"{format(amount.normalize(), 'f')}{prefix}bit"
+    as_bytes = f"{format((amount * 8).normalize(), 'f')}{prefix}bit"
+    return (
+        f"{name}: {value!r} is ambiguous: tc(8) reads '{unit.lower()}' as {word}bytes per "
+        f"second (8 times '{prefix}bit'), but in everyday use 'bps' means bits per second; write "
+        f"'{as_bits}' for {number} {word}bits per second, or '{as_bytes}' for {number} "
+        f"{word}bytes per second"
+    )
+
+
 def _check_range(bits: int, value: object, name: str) -> int:
     if bits <= 0:
         raise ValueError(f"{name}: {value!r} is not a positive rate")
@@ -83,12 +123,13 @@ def _check_range(bits: int, value: object, name: str) -> int:
 
 
 def parse_rate(value: str | int, *, name: str = "value") -> int:
-    """Bits per second of a tc(8) rate string such as ``"20mbit"``, ``"1.5 Mbit"`` or ``"2mbps"``.
+    """Bits per second of a tc(8) rate string such as ``"20mbit"`` or ``"1.5 Mbit"``.
 
-    Units are case-insensitive and may be separated from the number by whitespace. A decimal
-    number is accepted when the result is a whole number of bits per second. A bare number (or an
-    int) is refused because its unit would be a guess; so are zero, negative rates and rates above
-    1 tbit.
+    Units are tc's bit units, case-insensitive, and may be separated from the number by
+    whitespace. A decimal number is accepted when the result is a whole number of bits per
+    second. A bare number (or an int) is refused because its unit would be a guess; so are tc's
+    byte units (``mbps`` ... in any case, see :data:`BYTE_UNITS`), zero, negative rates and
+    rates above 1 tbit.
     """
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"{name}: {value!r} is not a rate; write it like '20mbit'")
@@ -109,6 +150,9 @@ def parse_rate(value: str | int, *, name: str = "value") -> int:
             f"{name}: {value!r} needs a unit: a bare number is ambiguous; write it like "
             f"'{text}mbit' (use {_units_hint()})"
         )
+    if unit.lower() in BYTE_UNITS:
+        number = (match["int"] or "0") + (f".{match['frac']}" if match["frac"] else "")
+        raise ValueError(_byte_unit_problem(value, number, unit, name))
     per_unit = UNITS.get(unit.lower())
     if per_unit is None:
         raise ValueError(f"{name}: unknown unit {unit!r} in {value!r} (use {_units_hint()})")

@@ -23,6 +23,7 @@ __all__ = [
     "VM_START",
     "WITHIN_RESOURCE_LIMITS",
     "MachineAttrs",
+    "validate_attr_value",
     "validate_condor_version",
     "validate_vm_name",
     "vm_machine_attrs",
@@ -120,14 +121,18 @@ def _field(vm_type: object, key: str, name: str) -> object:
     return vm_type[key]
 
 
-def _attr_value(vm_type: Mapping[str, object], key: str, name: str) -> str:
-    value = _field(vm_type, key, name)
+def validate_attr_value(value: object, *, name: str, attr: str) -> str:
+    """``value`` if it can be the ClassAd ``attr`` (OpSys, Arch) value, like LINUX or X86_64."""
     if not isinstance(value, str) or not ATTR_VALUE_PATTERN.match(value):
         raise ValueError(
-            f"{name}.{key}: {value!r} is not a valid ClassAd {key} value; use upper-case "
+            f"{name}: {value!r} is not a valid ClassAd {attr} value; use upper-case "
             "letters, digits and '_' only (like LINUX or X86_64)"
         )
-    return value
+    return str(value)
+
+
+def _attr_value(vm_type: Mapping[str, object], key: str, name: str) -> str:
+    return validate_attr_value(_field(vm_type, key, name), name=f"{name}.{key}", attr=key)
 
 
 def _positive_int(vm_type: Mapping[str, object], key: str, name: str) -> int:

@@ -19,12 +19,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cvmc.gridmodel import limits
+
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 APPLIES: tuple[str, ...] = ("user_present", "always")
-_TIME = re.compile(r"^(\d{2}):(\d{2})$")
+#: The keys of ``grid_policy`` and of one of its blackouts; anything else is a typo.
+POLICY_KEYS: tuple[str, ...] = (
+    "blackouts",
+    "holidays",
+    "require_hw_virtualization",
+    "min_battery_percent",
+)
+BLACKOUT_KEYS: tuple[str, ...] = ("name", "applies", "days", "start", "end")
+DEFAULT_REQUIRE_HW_VIRTUALIZATION = True
+DEFAULT_MIN_BATTERY_PERCENT = 50
+_TIME = re.compile(r"\A(\d{2}):(\d{2})\Z")
+_DATE = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z")
 _MINUTES_PER_DAY = 24 * 60
-_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DAY_NAMES = {**{d: i for i, d in enumerate(DAYS)}, **{d: i for i, d in enumerate(_FULL_DAYS)}}
+_DAY_INDEX = {d: i for i, d in enumerate(DAYS)}
 
 
 @dataclass(frozen=True)
@@ -44,17 +56,24 @@ class Blackout:
 
 @dataclass(frozen=True)
 class Policy:
-    """The validated policy: blackouts plus holidays on which no blackout applies."""
+    """The validated policy: blackouts plus holidays on which no blackout applies, and the
+    desktop-wide rules (hardware virtualisation, the battery threshold)."""
 
     blackouts: tuple[Blackout, ...]
     holidays: frozenset[dt.date]
+    require_hw_virtualization: bool = DEFAULT_REQUIRE_HW_VIRTUALIZATION
+    min_battery_percent: int = DEFAULT_MIN_BATTERY_PERCENT
 
 
 def parse_time(value: object, *, name: str = "value") -> int:
-    """Return minutes after midnight for an ``HH:MM`` string (00:00 to 23:59)."""
+    """Return minutes after midnight for an ``HH:MM`` string (00:00 to 23:59).
+
+    The string is taken as it is (no surrounding spaces): the Windows desktops' Task Scheduler
+    triggers are rendered from it verbatim.
+    """
     if not isinstance(value, str):
         raise ValueError(f"{name}: {value!r} is not a time; write it as a quoted 'HH:MM' string")
-    match = _TIME.match(value.strip())
+    match = _TIME.match(value)
     if not match:
         raise ValueError(f"{name}: {value!r} is not a time of the form HH:MM (00:00 to 23:59)")
     hours, minutes = int(match.group(1)), int(match.group(2))
@@ -63,18 +82,33 @@ def parse_time(value: object, *, name: str = "value") -> int:
     return hours * 60 + minutes
 
 
-def parse_blackout(raw: Mapping[str, Any], *, name: str) -> Blackout:
+def _unknown_keys(raw: Mapping[str, Any], known: Sequence[str], name: str) -> None:
+    unknown = sorted(str(key) for key in raw if key not in known)
+    if unknown:
+        raise ValueError(
+            f"{name}.{unknown[0]}: unknown key (known: {', '.join(known)}); check its spelling"
+        )
+
+
+def parse_blackout(raw: object, *, name: str) -> Blackout:
     """Validate one blackout mapping; every error names the field."""
-    label = str(raw.get("name", "")) or name
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(BLACKOUT_KEYS)}")
+    _unknown_keys(raw, BLACKOUT_KEYS, name)
+    label = raw.get("name")
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"{name}.name: {label!r} is not a name; give the window a name for logs")
     applies = raw.get("applies", "user_present")
-    if applies not in APPLIES:
+    if not isinstance(applies, str) or applies not in APPLIES:
         raise ValueError(f"{name}.applies: {applies!r} is not one of {', '.join(APPLIES)}")
     days_raw = raw.get("days")
     if not isinstance(days_raw, Sequence) or isinstance(days_raw, str) or not days_raw:
         raise ValueError(f"{name}.days: give a non-empty list of days from {', '.join(DAYS)}")
     days: set[int] = set()
     for day in days_raw:
-        key = _DAY_NAMES.get(str(day).strip().lower())
+        # Only the short lower-case names: the Windows desktops' Task Scheduler triggers map
+        # exactly these (roles/windows_desktop), so 'Monday' would break them on the desktop.
+        key = _DAY_INDEX.get(day) if isinstance(day, str) else None
         if key is None:
             raise ValueError(f"{name}.days: {day!r} is not a day; use {', '.join(DAYS)}")
         if key in days:
@@ -87,32 +121,64 @@ def parse_blackout(raw: Mapping[str, Any], *, name: str) -> Blackout:
             f"{name}: start and end are both {raw.get('start')!r}, an empty or endless window; "
             "make them differ"
         )
-    return Blackout(name=label, applies=str(applies), days=frozenset(days), start=start, end=end)
+    return Blackout(
+        name=str(label), applies=str(applies), days=frozenset(days), start=start, end=end
+    )
 
 
-def parse_policy(raw: Mapping[str, Any], *, name: str = "grid_policy") -> Policy:
-    """Validate the policy mapping of the grid model (``grid_policy``)."""
+def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
+    """Validate the policy mapping of the grid model (``grid_policy``).
+
+    Absent keys take the role's defaults: no blackouts, no holidays,
+    ``require_hw_virtualization: true``, ``min_battery_percent: 50``.
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
+    _unknown_keys(raw, POLICY_KEYS, name)
+    # A null list of blackouts is refused, not taken as none: the Windows desktops' role loops
+    # over it to make Task Scheduler triggers, and a loop over null fails on the desktop.
     blackouts_raw = raw.get("blackouts", [])
     if not isinstance(blackouts_raw, Sequence) or isinstance(blackouts_raw, str):
         raise ValueError(f"{name}.blackouts: must be a list of windows")
     blackouts = tuple(
         parse_blackout(item, name=f"{name}.blackouts[{i}]") for i, item in enumerate(blackouts_raw)
     )
+    holidays_raw = raw.get("holidays", [])
+    if holidays_raw is None:
+        holidays_raw = []
+    if not isinstance(holidays_raw, Sequence) or isinstance(holidays_raw, str):
+        raise ValueError(f"{name}.holidays: must be a list of dates (YYYY-MM-DD)")
     holidays: set[dt.date] = set()
-    for i, day in enumerate(raw.get("holidays", []) or []):
+    for i, day in enumerate(holidays_raw):
         holidays.add(_parse_date(day, name=f"{name}.holidays[{i}]"))
-    return Policy(blackouts=blackouts, holidays=frozenset(holidays))
+    require = limits.flag(
+        raw.get("require_hw_virtualization", DEFAULT_REQUIRE_HW_VIRTUALIZATION),
+        name=f"{name}.require_hw_virtualization",
+    )
+    battery = limits.setting(
+        raw.get("min_battery_percent", DEFAULT_MIN_BATTERY_PERCENT),
+        "grid_policy.min_battery_percent",
+        name=f"{name}.min_battery_percent",
+    )
+    return Policy(
+        blackouts=blackouts,
+        holidays=frozenset(holidays),
+        require_hw_virtualization=require,
+        min_battery_percent=battery,
+    )
 
 
 def _parse_date(value: object, *, name: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
+    # A date and time is not a holiday; JSON (the agent's config) has no date type, so a date
+    # must survive as its YYYY-MM-DD string.
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not a date of the form YYYY-MM-DD") from None
+    if isinstance(value, str) and _DATE.match(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name}: {value!r} is not a date of the form YYYY-MM-DD")
 
 
 def active_blackout(policy: Policy, now: dt.datetime, *, user_present: bool) -> Blackout | None:

@@ -1,28 +1,42 @@
-"""Cross-field checks of the whole grid model.
+"""The gate: every check of the whole grid model, one concern at a time.
 
-``meta/argument_specs.yml`` of the ``grid`` role checks each variable's type and shape; the
-functions here check what no single variable can show on its own: a research network too
-small for the planned pool, networks that overlap, a VM type that does not fit the smallest
-desktop, and so on. Each ``check_*`` function covers one concern and returns a list of
-messages (empty when the concern is fine). Every message starts with the variable it is
-about, so an operator can go straight to the line to fix.
+``meta/argument_specs.yml`` of the ``grid`` role checks each variable's type and shape first,
+but Ansible validates a copy and converts loosely (a YAML ``yes`` passes as the integer 1); the
+authority is here. These functions apply every rule that any consumer of the model applies --
+the agent's configuration parser (``cvmc.agent.domain.config``) and the coordinator's grid file
+parser (``cvmc.coordinator.domain.grid``) call the very same functions
+(``cvmc.gridmodel.catalogue``, ``limits``, ``policy``) -- plus what no single variable can show
+on its own: a research network too small for the planned pool, networks that overlap, a VM type
+that does not fit the smallest desktop, and so on. So a model this passes is one the agent and
+the coordinator accept, by construction (tests/unit/test_gate_parity.py renders both from the
+case table and checks it).
 
-The model is a plain mapping of the ``grid_*`` variables without their ``grid_`` prefix
-(see ``MODEL_KEYS``); the role assembles it from the inventory.
+Each ``check_*`` function covers one concern and returns a list of messages (empty when the
+concern is fine). Every message starts with the variable it is about, so an operator can go
+straight to the line to fix.
+
+The model is a plain mapping of the ``grid_*`` variables without their ``grid_`` prefix (see
+``MODEL_KEYS``); the role assembles it from the inventory.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from cvmc.gridmodel import addressing, bandwidth, classad, policy
+from cvmc.gridmodel import addressing, catalogue, limits, policy, vpn
 
 Model = Mapping[str, Any]
 _HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
+#: An OpenVPN instance name: the Linux gateway names its devices tun-NAME and ifb-NAME, and an
+#: interface name holds 15 characters (roles/openvpn_gateway checks the same).
+_INSTANCE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,10}\Z")
+#: The largest VPN slice: the Linux gateway's tc class ids (a tunnel address's offset in its
+#: slice) hold 16 bits (cvmc.gridmodel.vpn.tc_minor).
+_LARGEST_SLICE_PREFIX = 16
 
 MODEL_KEYS: tuple[str, ...] = (
     "name",
@@ -46,21 +60,54 @@ MODEL_KEYS: tuple[str, ...] = (
 )
 
 
-def _network_problem(value: object, name: str) -> str | None:
+def _problem(func: Callable[[], object]) -> list[str]:
+    """[] if ``func()`` passes, else its ValueError's message."""
     try:
-        ipaddress.IPv4Network(str(value), strict=True)
+        func()
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
+def _items(value: object) -> Sequence[object]:
+    """``value`` if it is a list, else [] (its shape is its own check's problem)."""
+    return value if isinstance(value, Sequence) and not isinstance(value, str | bytes) else []
+
+
+def _not_a_list(value: object, name: str, what: str) -> list[str]:
+    return [] if _is_list(value) else [f"{name}: {value!r} is not a list; give a list of {what}"]
+
+
+def _network_problem(value: object, name: str) -> str | None:
+    if not isinstance(value, str):
+        return f"{name}: {value!r} is not an IPv4 network in CIDR form (like 10.64.0.0/16)"
+    try:
+        ipaddress.IPv4Network(value, strict=True)
     except ValueError as exc:
         return f"{name}: {value!r} is not an IPv4 network in CIDR form ({exc})"
     return None
 
 
 def check_network(model: Model) -> list[str]:
-    """Research network, campus networks, VPN slices and the address plan's capacity."""
-    research = str(model["research_network"])
+    """Research network, campus networks, VPN slices and the address plan's capacity.
+
+    Of these, only grid_max_vms_per_desktop reaches the agent's configuration and the
+    coordinator's grid file (checked there with the same ``limits.setting``); the networks,
+    instances and the plan are the gateways' and are checked here alone.
+    """
+    problems = _problem(
+        lambda: limits.setting(model["max_vms_per_desktop"], "grid_max_vms_per_desktop")
+    )
+    problems += _problem(lambda: limits.setting(model["planned_desktops"], "grid_planned_desktops"))
+    research = model["research_network"]
     bad = _network_problem(research, "grid_research_network")
     if bad:
-        return [bad]
-    problems = _research_problems(research, model["campus_networks"])
+        return [*problems, bad]
+    problems += _research_problems(str(research), model["campus_networks"])
     problems += _instance_problems(model["vpn_instances"])
     if problems:
         return problems
@@ -68,24 +115,28 @@ def check_network(model: Model) -> list[str]:
     try:
         layout = addressing.vpn_layout(
             [{k: v for k, v in inst.items() if v is not None} for inst in model["vpn_instances"]],
-            research,
+            str(research),
             slots,
             name="grid_vpn_instances",
         )
     except ValueError as exc:
         return [str(exc)]
-    return _slice_problems(research, layout) or _capacity_problems(model, research, layout)
+    return _slice_problems(str(research), layout) or _capacity_problems(
+        model, str(research), layout
+    )
 
 
-def _research_problems(research: str, campus_networks: Sequence[object]) -> list[str]:
+def _research_problems(research: str, campus_networks: object) -> list[str]:
     problems: list[str] = []
     if not ipaddress.IPv4Network(research).is_private:
         problems.append(
             f"grid_research_network: {research} is not a private range; the research network "
             "must be an isolated RFC 1918 network (for example 10.64.0.0/16)"
         )
+    if not _is_list(campus_networks):
+        return [*problems, *_not_a_list(campus_networks, "grid_campus_networks", "CIDRs")]
     campus: list[tuple[str, str]] = []
-    for i, net in enumerate(campus_networks):
+    for i, net in enumerate(_items(campus_networks)):
         label = f"grid_campus_networks[{i}]"
         bad = _network_problem(net, label)
         if bad:
@@ -100,15 +151,45 @@ def _research_problems(research: str, campus_networks: Sequence[object]) -> list
     return problems
 
 
-def _instance_problems(instances: Sequence[Mapping[str, Any]]) -> list[str]:
-    problems = _duplicates(instances, "name", "grid_vpn_instances")
-    problems += _duplicates(instances, "port", "grid_vpn_instances")
-    for inst in instances:
+def _instance_problems(instances: object) -> list[str]:
+    name = "grid_vpn_instances"
+    if not _is_list(instances):
+        return _not_a_list(instances, name, "OpenVPN instances {name, port, network}")
+    items = _items(instances)
+    if not items:
+        return [f"{name}: the list is empty; define at least one OpenVPN instance"]
+    problems: list[str] = []
+    for i, inst in enumerate(items):
+        if not isinstance(inst, Mapping):
+            problems.append(f"{name}[{i}]: {inst!r} is not a mapping of name, port and network")
+            continue
+        inst_name = inst.get("name")
+        if not isinstance(inst_name, str) or not _INSTANCE_NAME.match(inst_name):
+            problems.append(
+                f"{name}[{i}].name: {inst_name!r} is not an instance name; use 1-11 letters, "
+                "digits, '_' or '-' (the gateway names its devices tun-NAME and ifb-NAME)"
+            )
+            continue
+        problems.extend(
+            f"{name}[{inst_name}].{key}: unknown key (known: name, port, network)"
+            for key in sorted(str(k) for k in inst if k not in ("name", "port", "network"))
+        )
+        problems += _problem(
+            functools.partial(
+                limits.whole_number,
+                inst.get("port"),
+                name=f"{name}[{inst_name}].port",
+                minimum=1,
+                maximum=65535,
+            )
+        )
         if inst.get("network") is not None:
-            bad = _network_problem(inst["network"], f"grid_vpn_instances[{inst['name']}].network")
+            bad = _network_problem(inst["network"], f"{name}[{inst_name}].network")
             if bad:
                 problems.append(bad)
-    return problems
+    if problems:
+        return problems
+    return _duplicates(items, "name", name) + _duplicates(items, "port", name)
 
 
 def _slice_problems(research: str, layout: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -121,6 +202,12 @@ def _slice_problems(research: str, layout: Sequence[Mapping[str, Any]]) -> list[
         for label, net in slices
         if not addressing.network_contains(research, net)
     )
+    problems.extend(
+        f"{label}.network: {net} is larger than /{_LARGEST_SLICE_PREFIX}; the gateway's tc "
+        "class ids hold 16 bits, so use more VPN instances or a smaller research network"
+        for label, net in slices
+        if ipaddress.IPv4Network(net).prefixlen < _LARGEST_SLICE_PREFIX
+    )
     return problems
 
 
@@ -130,10 +217,17 @@ def _capacity_problems(
     slots = int(model["max_vms_per_desktop"])
     capacity = addressing.plan_capacity(list(layout), slots)
     registry = model.get("desktop_registry") or []
+    indices = [
+        entry["index"]
+        for entry in _items(registry)
+        if isinstance(entry, Mapping)
+        and isinstance(entry.get("index"), int)
+        and not isinstance(entry.get("index"), bool)
+    ]
     wanted = max(
         int(model["planned_desktops"]),
-        len(registry),
-        1 + max((int(entry["index"]) for entry in registry), default=-1),
+        len(indices),
+        1 + max(indices, default=-1),
     )
     if capacity >= wanted:
         return []
@@ -146,10 +240,12 @@ def _capacity_problems(
     ]
 
 
-def _duplicates(items: Sequence[Mapping[str, Any]], key: str, name: str) -> list[str]:
+def _duplicates(items: Sequence[object], key: str, name: str) -> list[str]:
     seen: dict[str, int] = {}
     problems = []
     for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue  # its own check's problem
         value = item.get(key)
         norm = str(value).lower()
         if norm in seen:
@@ -162,69 +258,62 @@ def _duplicates(items: Sequence[Mapping[str, Any]], key: str, name: str) -> list
 
 
 def check_bandwidth(model: Model) -> list[str]:
-    """Each bandwidth class's caps parse, the default exists, VM types name known classes."""
-    problems: list[str] = []
-    classes = model["bandwidth_classes"]
-    problems.extend(_duplicates(classes, "name", "grid_bandwidth_classes"))
-    for cls in classes:
-        for direction in ("down", "up"):
-            label = f"grid_bandwidth_classes[{cls['name']}].{direction}"
-            try:
-                bandwidth.parse_rate(cls[direction], name=label)
-            except ValueError as exc:
-                problems.append(str(exc))
-    names = {cls["name"] for cls in classes}
-    default = model["bandwidth_default_class"]
-    if default not in names:
-        problems.append(
-            f"grid_bandwidth_default_class: {default!r} is not a class in grid_bandwidth_classes "
-            f"({', '.join(sorted(names)) or 'none defined'})"
-        )
-    for vm in model["vm_types"]:
-        wanted = vm.get("bandwidth_class")
-        if wanted is not None and wanted not in names:
-            problems.append(
-                f"grid_vm_types[{vm['name']}].bandwidth_class: {wanted!r} is not a class in "
-                f"grid_bandwidth_classes ({', '.join(sorted(names))})"
-            )
-    return problems
+    """Each bandwidth class's name and caps, and the default class (``catalogue``'s rules)."""
+    return catalogue.bandwidth_problems(
+        model["bandwidth_classes"], model["bandwidth_default_class"]
+    )
 
 
 def check_vm_types(model: Model) -> list[str]:
-    """VM type names, images and sizes against the smallest desktop."""
+    """The VM type catalogue (``catalogue``'s rules) and each type against the smallest desktop.
+
+    The fit needs grid_desktop_min_memory_mb, which the coordinator's grid file does not carry;
+    the agent's configuration carries it and checks the fit with :func:`fit_problems` too.
+    """
+    problems = catalogue.vm_type_problems(
+        model["vm_types"], bandwidth_classes=model["bandwidth_classes"]
+    )
+    return problems + fit_problems(
+        model["vm_types"], model["host_memory_reserve_mb"], model["desktop_min_memory_mb"]
+    )
+
+
+def fit_problems(vm_types: object, reserve_mb: object, desktop_min_mb: object) -> list[str]:
+    """Every VM type whose memory plus the host reserve exceeds the smallest desktop.
+
+    Only well-formed values are compared; a malformed one is its own check's problem.
+    """
+    try:
+        reserve = limits.setting(reserve_mb, "grid_host_memory_reserve_mb")
+        smallest = limits.setting(desktop_min_mb, "grid_desktop_min_memory_mb")
+    except ValueError:
+        return []
     problems: list[str] = []
-    vm_types = model["vm_types"]
-    if not vm_types:
-        return ["grid_vm_types: the catalogue is empty; define at least one VM type"]
-    problems.extend(_duplicates(vm_types, "name", "grid_vm_types"))
-    reserve = int(model["host_memory_reserve_mb"])
-    smallest = int(model["desktop_min_memory_mb"])
-    for i, vm in enumerate(vm_types):
-        label = f"grid_vm_types[{i}]"
-        try:
-            classad.validate_vm_name(vm["name"], name=f"{label}.name")
-        except ValueError as exc:
-            problems.append(str(exc))
+    for vm in _items(vm_types):
+        if not isinstance(vm, Mapping) or not isinstance(vm.get("name"), str):
             continue
-        label = f"grid_vm_types[{vm['name']}]"
-        if not str(vm.get("image") or "").strip():
-            problems.append(f"{label}.image: the VM type has no image; name its signed image file")
-        try:
-            classad.vm_requirements(vm, name=label)
-        except ValueError as exc:
-            problems.append(str(exc))
-        memory = int(vm["memory_mb"])
+        memory = vm.get("memory_mb")
+        if isinstance(memory, bool) or not isinstance(memory, int):
+            continue
         if memory + reserve > smallest:
             problems.append(
-                f"{label}.memory_mb: {memory} MB plus grid_host_memory_reserve_mb ({reserve} MB) "
-                f"does not fit the smallest desktop (grid_desktop_min_memory_mb: {smallest} MB)"
+                f"grid_vm_types[{vm['name']}].memory_mb: {memory} MB plus "
+                f"grid_host_memory_reserve_mb ({reserve} MB) does not fit the smallest desktop "
+                f"(grid_desktop_min_memory_mb: {smallest} MB)"
             )
     return problems
 
 
 def check_memory(model: Model) -> list[str]:
-    """The host memory reserve leaves room on every desktop."""
-    problems: list[str] = []
+    """The host memory reserve and the smallest desktop: in range, with room left for VMs."""
+    problems = _problem(
+        lambda: limits.setting(model["host_memory_reserve_mb"], "grid_host_memory_reserve_mb")
+    )
+    problems += _problem(
+        lambda: limits.setting(model["desktop_min_memory_mb"], "grid_desktop_min_memory_mb")
+    )
+    if problems:
+        return problems
     reserve = int(model["host_memory_reserve_mb"])
     smallest = int(model["desktop_min_memory_mb"])
     if reserve >= smallest:
@@ -236,20 +325,29 @@ def check_memory(model: Model) -> list[str]:
 
 
 def check_policy(model: Model) -> list[str]:
-    """Blackout windows and holidays are well-formed and possible."""
-    try:
-        policy.parse_policy(model["policy"], name="grid_policy")
-    except ValueError as exc:
-        return [str(exc)]
-    return []
+    """Blackout windows, holidays, the hardware virtualisation flag and the battery threshold."""
+    return _problem(lambda: policy.parse_policy(model["policy"], name="grid_policy"))
 
 
 def check_desktops(model: Model) -> list[str]:
-    """Desktop names are distinct and every desktop has a fixed index in the registry."""
+    """Desktop names are distinct and every desktop has a fixed index in the registry.
+
+    The coordinator's grid file lists the registry's desktops with each one's department (its
+    inventory group dept_*); the model carries no departments, so the coordinator alone checks
+    them.
+    """
     problems: list[str] = []
     by_id: dict[str, str] = {}
-    for host in model.get("desktops") or []:
-        key = addressing.desktop_id(host)
+    desktops = model.get("desktops") or []
+    for host in _items(desktops):
+        if not isinstance(host, str):
+            problems.append(f"desktops: {host!r} is not a host name")
+            continue
+        try:
+            key = addressing.desktop_id(host, name="desktops")
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
         if key in by_id:
             problems.append(
                 f"desktops: {by_id[key]!r} and {host!r} are the same desktop name "
@@ -257,15 +355,33 @@ def check_desktops(model: Model) -> list[str]:
             )
         else:
             by_id[key] = host
-    registry = model.get("desktop_registry") or []
+    registry = model.get("desktop_registry")
+    if registry is None:
+        registry = []
+    if not _is_list(registry):
+        return [*problems, *_not_a_list(registry, "grid_desktop_registry", "{name, index}")]
     try:
-        addressing.assign_indices(
-            registry, [e["name"] for e in registry], name="grid_desktop_registry"
+        entries = addressing.assign_indices(
+            registry,
+            [e["name"] if isinstance(e, Mapping) else e for e in registry],
+            name="grid_desktop_registry",
         )
     except ValueError as exc:
         problems.append(str(exc))
         return problems
-    registered = {addressing.desktop_id(e["name"]) for e in registry}
+    slots = model.get("max_vms_per_desktop")
+    last_slot = slots - 1 if isinstance(slots, int) and not isinstance(slots, bool) else 0
+    for entry in entries:
+        # Each VM slot's VPN certificate is named <desktop id>-vm<slot> (cvmc.gridmodel.vpn).
+        problems += _problem(
+            functools.partial(
+                vpn.identity_cn,
+                entry["name"],
+                max(last_slot, 0),
+                name=f"grid_desktop_registry[{entry['name']}]",
+            )
+        )
+    registered = {addressing.desktop_id(e["name"]) for e in entries}
     missing = sorted(h for k, h in by_id.items() if k not in registered)
     if missing:
         shown = ", ".join(missing[:10]) + (
@@ -279,15 +395,10 @@ def check_desktops(model: Model) -> list[str]:
 
 
 def check_coordinator(model: Model) -> list[str]:
-    """The coordinator is reached over HTTPS only."""
-    url = str(model["coordinator_url"])
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return [
-            f"grid_coordinator_url: {url!r} must be an https:// URL with a host name; agents "
-            "send credentials to it"
-        ]
-    return []
+    """What the coordinator's grid file and every agent carry: the grid's name, and the
+    coordinator's URL (HTTPS only; agents send credentials to it)."""
+    problems = _problem(lambda: limits.grid_name(model["name"]))
+    return problems + _problem(lambda: limits.coordinator_url(model["coordinator_url"]))
 
 
 def check_services(model: Model) -> list[str]:
@@ -295,48 +406,42 @@ def check_services(model: Model) -> list[str]:
 
     These are the only exceptions to the research network's isolation, so they are checked
     closely: pool services name addresses and ports, and NAT never leads into the campus LAN
-    or back into the research network.
+    or back into the research network. Neither the agent nor the coordinator reads them.
     """
     problems: list[str] = []
-    research = str(model["research_network"])
+    research = model["research_network"]
     research_ok = _network_problem(research, "grid_research_network") is None
-    endpoint = str(model["vpn_endpoint"])
-    if not _HOST.match(endpoint):
+    endpoint = model["vpn_endpoint"]
+    if not isinstance(endpoint, str) or not _HOST.match(endpoint):
         problems.append(
             f"grid_vpn_endpoint: {endpoint!r} is not a host name or address research VMs can dial"
         )
-    problems.extend(_duplicates(model["pool_services"], "name", "grid_pool_services"))
-    for service in model["pool_services"]:
-        label = f"grid_pool_services[{service['name']}]"
-        if not service.get("addresses"):
-            problems.append(f"{label}.addresses: list at least one address of the service")
-        for addr in service.get("addresses") or []:
-            cidr = str(addr) if "/" in str(addr) else f"{addr}/32"
-            bad = _network_problem(cidr, f"{label}.addresses")
-            if bad:
-                problems.append(bad)
-            elif research_ok and ipaddress.IPv4Network(cidr).overlaps(
-                ipaddress.IPv4Network(research)
-            ):
-                problems.append(
-                    f"{label}.addresses: {addr} is inside grid_research_network {research}; pool "
-                    "services live outside the research network"
-                )
-        ports = [*(service.get("tcp") or []), *(service.get("udp") or [])]
-        if not ports:
-            problems.append(f"{label}: list the tcp and/or udp ports research VMs may reach")
-        problems.extend(
-            f"{label}: port {port!r} is not a port number (1-65535)"
-            for port in ports
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
-        )
-    forbidden = [("grid_research_network", research)] if research_ok else []
+    services = model["pool_services"]
+    if services is None:
+        services = []
+    problems += _not_a_list(services, "grid_pool_services", "{name, addresses, tcp, udp}")
+    services = services if _is_list(services) else []
+    for i, service in enumerate(services):
+        if not isinstance(service, Mapping) or not isinstance(service.get("name"), str):
+            problems.append(
+                f"grid_pool_services[{i}]: {service!r} is not a mapping of name, addresses, tcp "
+                "and udp"
+            )
+            continue
+        problems += _service_problems(service, str(research) if research_ok else None)
+    problems += _duplicates(services, "name", "grid_pool_services")
+    campus = model["campus_networks"]
+    forbidden = [("grid_research_network", str(research))] if research_ok else []
     forbidden += [
         (f"grid_campus_networks[{i}]", str(net))
-        for i, net in enumerate(model["campus_networks"])
+        for i, net in enumerate(_items(campus))
         if _network_problem(net, "") is None
     ]
-    for i, net in enumerate(model["nat_allow"]):
+    nat_allow = model["nat_allow"]
+    if nat_allow is None:
+        nat_allow = []
+    problems += _not_a_list(nat_allow, "grid_nat_allow", "CIDRs")
+    for i, net in enumerate(_items(nat_allow)):
         label = f"grid_nat_allow[{i}]"
         bad = _network_problem(net, label)
         if bad:
@@ -347,6 +452,45 @@ def check_services(model: Model) -> list[str]:
             for overlap in addressing.find_overlaps([(label, str(net)), *forbidden])
             if overlap.startswith(label)
         )
+    return problems
+
+
+def _service_problems(service: Mapping[str, Any], research: str | None) -> list[str]:
+    label = f"grid_pool_services[{service['name']}]"
+    problems: list[str] = []
+    addresses = service.get("addresses")
+    if not addresses:
+        problems.append(f"{label}.addresses: list at least one address of the service")
+    elif not _is_list(addresses):
+        problems += _not_a_list(addresses, f"{label}.addresses", "addresses or CIDRs")
+        addresses = []
+    for addr in addresses or []:
+        text = str(addr) if isinstance(addr, str) else None
+        cidr = None if text is None else text if "/" in text else f"{text}/32"
+        bad = _network_problem(cidr if cidr is not None else addr, f"{label}.addresses")
+        if bad:
+            problems.append(bad)
+        elif research is not None and ipaddress.IPv4Network(str(cidr)).overlaps(
+            ipaddress.IPv4Network(research)
+        ):
+            problems.append(
+                f"{label}.addresses: {addr} is inside grid_research_network {research}; pool "
+                "services live outside the research network"
+            )
+    ports: list[object] = []
+    for proto in ("tcp", "udp"):
+        listed = service.get(proto) or []
+        if _is_list(listed):
+            ports.extend(listed)
+        else:
+            problems += _not_a_list(listed, f"{label}.{proto}", "port numbers")
+    if not ports:
+        problems.append(f"{label}: list the tcp and/or udp ports research VMs may reach")
+    problems.extend(
+        f"{label}: port {port!r} is not a port number (1-65535)"
+        for port in ports
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    )
     return problems
 
 

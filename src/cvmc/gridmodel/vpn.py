@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from cvmc.gridmodel import addressing, bandwidth
+from cvmc.gridmodel import addressing, bandwidth, catalogue
 
 _CN_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9-]{0,56}-vm[0-9]{1,2}\Z")
 _HOST_PATTERN = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
@@ -113,21 +113,17 @@ def tc_minor(address: str, slice_cidr: str, *, name: str = "value") -> int:
 def cap_classes(
     classes: Sequence[Mapping[str, object]], *, name: str = "grid_bandwidth_classes"
 ) -> dict[str, CapClass]:
-    """The bandwidth classes by name, each cap parsed and rendered for tc."""
-    result: dict[str, CapClass] = {}
-    for cls in classes:
-        label = f"{name}[{cls.get('name')}]"
-        cls_name = str(cls.get("name"))
-        down = bandwidth.parse_rate(cls.get("down"), name=f"{label}.down")  # type: ignore[arg-type]
-        up = bandwidth.parse_rate(cls.get("up"), name=f"{label}.up")  # type: ignore[arg-type]
-        result[cls_name] = CapClass(
-            name=cls_name,
-            down_bits=down,
-            up_bits=up,
-            down=bandwidth.tc_rate(down),
-            up=bandwidth.tc_rate(up),
+    """The bandwidth classes by name (``catalogue``'s rules), each cap rendered for tc."""
+    return {
+        cls.name: CapClass(
+            name=cls.name,
+            down_bits=cls.down_bits,
+            up_bits=cls.up_bits,
+            down=bandwidth.tc_rate(cls.down_bits),
+            up=bandwidth.tc_rate(cls.up_bits),
         )
-    return result
+        for cls in catalogue.parse_classes(classes, name=name).values()
+    }
 
 
 def client_config(

@@ -9,8 +9,11 @@ knows: where its state lives, which hypervisor it drives, its image budget and t
 signing keys it trusts.
 
 Parsing is pure: every problem is a :class:`ConfigError` whose message starts with the key
-(``grid_policy.blackouts[0].start: ...`` or ``agent.image_budget_mb: ...``), and the grid
-model's own rules (``cvmc.gridmodel``) are reused, never repeated.
+(``grid_policy.blackouts[0].start: ...`` or ``agent.image_budget_mb: ...``). The ``grid``
+section is checked by the grid model's own functions only (``cvmc.gridmodel``: ``limits``,
+``policy``, ``catalogue``, ``validate.fit_problems``), the very ones the ``grid`` role's gate
+runs, so a model the gate passes is never refused here; only the ``agent`` section's rules
+live in this module.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from cvmc.gridmodel import bandwidth, classad, policy, validate
+from cvmc.gridmodel import catalogue, limits, policy, validate
+from cvmc.gridmodel.catalogue import VmType
 
 __all__ = [
     "HYPERVISORS",
@@ -35,29 +39,29 @@ __all__ = [
 HYPERVISORS: tuple[str, ...] = ("qemu", "virtualbox")
 QEMU_ACCELS: tuple[str, ...] = ("auto", "kvm", "tcg")
 _PUBKEY = re.compile(r"\A[A-Za-z0-9+/]{54}==?\Z|\A[A-Za-z0-9+/]{56}\Z")
-_DEFAULT_BATTERY = 50
+#: The grid section's keys: what roles/windows_desktop renders from the grid model.
+GRID_KEYS: tuple[str, ...] = (
+    "policy",
+    "host_memory_reserve_mb",
+    "max_vms_per_desktop",
+    "vm_types",
+    "bandwidth_classes",
+    "bandwidth_default_class",
+    "desktop_min_memory_mb",
+    "coordinator_url",
+)
+#: Defaults of an absent grid key: the grid role's (roles/grid/defaults/main.yml).
+_GRID_DEFAULTS: dict[str, Any] = {
+    "policy": {},
+    "host_memory_reserve_mb": 1024,
+    "bandwidth_default_class": "standard",
+}
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message starts with the key it is about."""
-
-
-@dataclass(frozen=True)
-class VmType:
-    """One entry of the VM type catalogue (``grid_vm_types``), with its caps resolved."""
-
-    name: str
-    image: str
-    cpus: int
-    memory_mb: int
-    os: str
-    arch: str
-    disk_gb: int
-    bandwidth_class: str
-    down_bits: int
-    up_bits: int
 
 
 @dataclass(frozen=True)
@@ -162,89 +166,41 @@ def _wrap(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         raise ConfigError(str(exc)) from None
 
 
+def _grid_value(grid: Mapping[str, Any], key: str) -> object:
+    if key in grid:
+        return grid[key]
+    if key in _GRID_DEFAULTS:
+        return _GRID_DEFAULTS[key]
+    raise ConfigError(f"grid_{key}: missing from the grid section")
+
+
 def parse_policy_config(grid: Mapping[str, Any]) -> PolicyConfig:
     """The policy engine's inputs from the grid section."""
-    raw_policy = _mapping(grid.get("policy", {}), "grid_policy")
-    windows = _wrap(policy.parse_policy, raw_policy, name="grid_policy")
-    require = _bool(raw_policy, "require_hw_virtualization", "grid_policy", default=True)
-    battery = raw_policy.get("min_battery_percent", _DEFAULT_BATTERY)
-    if isinstance(battery, bool) or not isinstance(battery, int) or not 0 <= battery <= 100:
-        raise ConfigError(
-            f"grid_policy.min_battery_percent: {battery!r} is not a percentage from 0 to 100"
-        )
-    reserve = _int(grid, "host_memory_reserve_mb", "grid", minimum=0, default=1024)
-    max_vms = _int(grid, "max_vms_per_desktop", "grid", minimum=1, default=None)
+    windows = _wrap(policy.parse_policy, _grid_value(grid, "policy"), name="grid_policy")
+    reserve = _wrap(
+        limits.setting, _grid_value(grid, "host_memory_reserve_mb"), "grid_host_memory_reserve_mb"
+    )
+    max_vms = _wrap(
+        limits.setting, _grid_value(grid, "max_vms_per_desktop"), "grid_max_vms_per_desktop"
+    )
     return PolicyConfig(
         windows=windows,
         reserve_mb=reserve,
         max_vms=max_vms,
-        require_hw_virtualization=require,
-        min_battery_percent=battery,
+        require_hw_virtualization=windows.require_hw_virtualization,
+        min_battery_percent=windows.min_battery_percent,
     )
-
-
-def _classes(grid: Mapping[str, Any]) -> tuple[dict[str, tuple[int, int]], str]:
-    raw = grid.get("bandwidth_classes")
-    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
-        raise ConfigError("grid_bandwidth_classes: give a non-empty list of {name, down, up}")
-    for i, item in enumerate(raw):
-        entry = _mapping(item, f"grid_bandwidth_classes[{i}]")
-        for key in ("name", "down", "up"):
-            if key not in entry:
-                raise ConfigError(f"grid_bandwidth_classes[{i}].{key}: missing")
-    default = grid.get("bandwidth_default_class", "standard")
-    types = grid.get("vm_types")
-    if not isinstance(types, Sequence) or isinstance(types, str):
-        raise ConfigError("grid_vm_types: give a list of VM types")
-    for i, item in enumerate(types):
-        _mapping(item, f"grid_vm_types[{i}]")
-    problems = validate.check_bandwidth(
-        {"bandwidth_classes": raw, "bandwidth_default_class": default, "vm_types": types}
-    )
-    if problems:
-        raise ConfigError(problems[0])
-    caps = {
-        str(cls["name"]): (
-            bandwidth.parse_rate(cls["down"], name="down"),
-            bandwidth.parse_rate(cls["up"], name="up"),
-        )
-        for cls in raw
-    }
-    return caps, str(default)
 
 
 def parse_vm_types(grid: Mapping[str, Any]) -> dict[str, VmType]:
-    """The VM type catalogue, each checked with the grid model's ClassAd rules."""
-    caps, default = _classes(grid)
-    result: dict[str, VmType] = {}
-    for i, item in enumerate(grid["vm_types"]):
-        label = f"grid_vm_types[{i}]"
-        name = _wrap(classad.validate_vm_name, item.get("name"), name=f"{label}.name")
-        label = f"grid_vm_types[{name}]"
-        if name in result:
-            raise ConfigError(f"{label}.name: {name!r} is listed twice")
-        full = {"os": "LINUX", "arch": "X86_64", **item}
-        attrs = _wrap(classad.vm_machine_attrs, full, name=label)
-        image = _str(item, "image", label)
-        if "/" in image or "\\" in image or image.startswith("."):
-            raise ConfigError(f"{label}.image: {image!r} must be a plain file name")
-        cls = str(item.get("bandwidth_class") or default)
-        down, up = caps[cls]
-        result[name] = VmType(
-            name=name,
-            image=image,
-            cpus=attrs["Cpus"],
-            memory_mb=attrs["Memory"],
-            os=attrs["OpSys"],
-            arch=attrs["Arch"],
-            disk_gb=_int(item, "disk_gb", label, minimum=1, default=20),
-            bandwidth_class=cls,
-            down_bits=down,
-            up_bits=up,
-        )
-    if not result:
-        raise ConfigError("grid_vm_types: the catalogue is empty; define at least one VM type")
-    return result
+    """The VM type catalogue with each type's caps (``cvmc.gridmodel.catalogue``)."""
+    bandwidth = _wrap(
+        catalogue.parse_bandwidth,
+        _grid_value(grid, "bandwidth_classes"),
+        _grid_value(grid, "bandwidth_default_class"),
+    )
+    types = _wrap(catalogue.parse_vm_types, _grid_value(grid, "vm_types"), bandwidth=bandwidth)
+    return {vm_type.name: vm_type for vm_type in types}
 
 
 def _trusted_keys(agent: Mapping[str, Any]) -> tuple[str, ...]:
@@ -314,20 +270,19 @@ def parse_config(raw: object) -> AgentConfig:
         raise ConfigError(f"config.{unknown[0]}: unknown section (use 'grid' and 'agent')")
     grid = _mapping(top.get("grid"), "grid")
     agent = _mapping(top.get("agent"), "agent")
+    unknown = sorted(str(key) for key in grid if key not in GRID_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"grid.{unknown[0]}: unknown key of the grid section (known: {', '.join(GRID_KEYS)})"
+        )
     policy_config = parse_policy_config(grid)
     vm_types = parse_vm_types(grid)
-    url = _str(grid, "coordinator_url", "grid")
-    problems = validate.check_coordinator({"coordinator_url": url})
-    if problems:
-        raise ConfigError(problems[0])
+    url = _wrap(limits.coordinator_url, _grid_value(grid, "coordinator_url"))
     if "desktop_min_memory_mb" in grid:
-        problems = validate.check_vm_types(
-            {
-                "vm_types": grid["vm_types"],
-                "host_memory_reserve_mb": policy_config.reserve_mb,
-                "desktop_min_memory_mb": grid["desktop_min_memory_mb"],
-            }
+        smallest = _wrap(
+            limits.setting, grid["desktop_min_memory_mb"], "grid_desktop_min_memory_mb"
         )
+        problems = validate.fit_problems(grid["vm_types"], policy_config.reserve_mb, smallest)
         if problems:
             raise ConfigError(problems[0])
     return AgentConfig(

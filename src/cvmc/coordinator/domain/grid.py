@@ -1,9 +1,16 @@
 """The grid file the role renders from the grid model (docs/coordinator.md, "Grid file").
 
-``{"name", "vm_types", "max_vms_per_desktop", "desktops": [{"name", "index", "department"}]}``,
-checked with the grid model's own functions (``cvmc.gridmodel``), so a VM type or desktop name
-means here what it means everywhere else. A VM type's ``disk_gb`` is optional here: where the
-grid model gives it, jobs asking for more disk than that are not demand for the type.
+``{"name", "vm_types", "max_vms_per_desktop", "require_hw_virtualization",
+"desktops": [{"name", "index", "department"}]}``. Everything in it but the desktops'
+departments comes from the grid model, and is checked by the grid model's own functions
+(``cvmc.gridmodel``: the VM type catalogue, ``grid_max_vms_per_desktop``'s range, the grid's
+name), the very ones the ``grid`` role's gate runs, so a model the gate passes is never refused
+here. Messages name the file, then the model variable (``/etc/cvmc-coordinator/grid.json:
+grid_vm_types[its-u11-boinc-20120415].cpus: ...``).
+
+The file carries no bandwidth classes, so VM types' caps stay unresolved (the coordinator never
+needs them). A VM type's ``disk_gb`` is optional: where the grid model gives it, jobs asking for
+more disk than that are not demand for the type (``VmType.disk_kb``).
 """
 
 from __future__ import annotations
@@ -13,23 +20,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cvmc.gridmodel import catalogue, limits
 from cvmc.gridmodel.addressing import desktop_id
-from cvmc.gridmodel.classad import MachineAttrs, vm_machine_attrs
+from cvmc.gridmodel.catalogue import VmType
 
 __all__ = ["GridDesktop", "GridFile", "VmType", "parse_grid", "parse_grid_text"]
 
 _DEPARTMENT = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
-#: The largest disk_gb a VM type may give (64 TiB).
-MAX_DISK_GB = 65536
-
-
-@dataclass(frozen=True)
-class VmType:
-    name: str
-    cpus: int
-    memory_mb: int
-    machine: MachineAttrs  # the ClassAd attributes its startd advertises
-    disk_kb: int | None = None  # the VM's disk (grid disk_gb, in KiB); None: not given
 
 
 @dataclass(frozen=True)
@@ -68,61 +65,57 @@ class GridFile:
 
 
 def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
-    """A checked ``GridFile``; ``ValueError`` names the bad field."""
+    """A checked ``GridFile``; ``ValueError`` names the file, then the bad field."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: expected a JSON object")
-    grid_name = raw.get("name")
-    if not isinstance(grid_name, str) or not grid_name:
-        raise ValueError(f"{name}.name: {grid_name!r} is not a grid name")
-    types_raw = raw.get("vm_types")
-    if not isinstance(types_raw, list) or not types_raw:
-        raise ValueError(f"{name}.vm_types: expected a non-empty list of VM types")
-    vm_types: list[VmType] = []
-    for i, item in enumerate(types_raw):
-        attrs = vm_machine_attrs(item, name=f"{name}.vm_types[{i}]")
-        if any(t.name == attrs["vm_name"] for t in vm_types):
-            raise ValueError(f"{name}.vm_types[{i}].name: {attrs['vm_name']!r} appears twice")
-        disk_gb = item.get("disk_gb")
-        if disk_gb is not None and (
-            isinstance(disk_gb, bool)
-            or not isinstance(disk_gb, int)
-            or not 1 <= disk_gb <= MAX_DISK_GB
-        ):
-            raise ValueError(
-                f"{name}.vm_types[{i}].disk_gb: {disk_gb!r} is not an integer from 1 to "
-                f"{MAX_DISK_GB}"
-            )
-        disk_kb = None if disk_gb is None else disk_gb * 1024 * 1024
-        vm_types.append(VmType(attrs["vm_name"], attrs["Cpus"], attrs["Memory"], attrs, disk_kb))
-    max_vms = raw.get("max_vms_per_desktop")
-    if isinstance(max_vms, bool) or not isinstance(max_vms, int) or not 1 <= max_vms <= 64:
-        raise ValueError(f"{name}.max_vms_per_desktop: {max_vms!r} is not an integer from 1 to 64")
+    try:
+        grid_name = limits.grid_name(raw.get("name"))
+        vm_types = catalogue.parse_vm_types(raw.get("vm_types"))
+        max_vms = limits.setting(raw.get("max_vms_per_desktop"), "grid_max_vms_per_desktop")
+        # roles/grid_coordinator renders it from grid_policy.require_hw_virtualization.
+        require_hw = limits.flag(
+            raw.get("require_hw_virtualization", True),
+            name="grid_policy.require_hw_virtualization",
+        )
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     desktops = _parse_desktops(raw.get("desktops"), name)
-    require_hw = raw.get("require_hw_virtualization", True)
-    if not isinstance(require_hw, bool):
-        raise ValueError(f"{name}.require_hw_virtualization: {require_hw!r} is not a boolean")
-    return GridFile(grid_name, tuple(vm_types), max_vms, tuple(desktops), require_hw)
+    return GridFile(grid_name, vm_types, max_vms, tuple(desktops), require_hw)
 
 
 def _parse_desktops(desktops_raw: object, name: str) -> list[GridDesktop]:
+    """The registered desktops, in grid_desktop_registry's order, each with its department.
+
+    Names and indices are the registry's (the gate checks them with cvmc.gridmodel.addressing);
+    the department is the desktop's inventory group dept_*, which the model does not carry, so
+    only this parser checks it.
+    """
     if not isinstance(desktops_raw, list):
-        raise ValueError(f"{name}.desktops: expected a list")
+        raise ValueError(f"{name}: desktops: expected a list")
     desktops: list[GridDesktop] = []
     seen: dict[str, str] = {}
     for i, item in enumerate(desktops_raw):
-        label = f"{name}.desktops[{i}]"
+        label = f"grid_desktop_registry[{i}]"
         if not isinstance(item, Mapping):
-            raise ValueError(f"{label}: expected an object with name, index and department")
-        key = desktop_id(item.get("name"), name=f"{label}.name")  # type: ignore[arg-type]
+            raise ValueError(f"{name}: {label}: expected an object with name, index and department")
+        try:
+            key = desktop_id(item.get("name"), name=f"{label}.name")  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
         if key in seen:
-            raise ValueError(f"{label}.name: {item['name']!r} is the same desktop as {seen[key]!r}")
+            raise ValueError(
+                f"{name}: {label}.name: {item['name']!r} is the same desktop as {seen[key]!r}"
+            )
         seen[key] = str(item["name"])
         index = item.get("index")
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ValueError(f"{label}.index: {index!r} is not a desktop index")
+            raise ValueError(f"{name}: {label}.index: {index!r} is not a desktop index")
         department = item.get("department", "default")
         if not isinstance(department, str) or not _DEPARTMENT.match(department):
-            raise ValueError(f"{label}.department: {department!r} is not a department name")
+            raise ValueError(
+                f"{name}: desktops[{i}].department: {department!r} is not a department name "
+                "(the desktop's inventory group dept_*: 1-64 letters, digits, '_', '.' or '-')"
+            )
         desktops.append(GridDesktop(str(item["name"]), index, department))
     return desktops
 
