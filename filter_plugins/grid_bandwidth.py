@@ -12,11 +12,12 @@ name: grid_rate_bits
 short_description: Parse and render bandwidth caps for tc, pfSense and VirtualBox
 description:
   - Filters of the desktop grid's bandwidth model; rates are integers in bits per second.
-  - C(grid_rate_bits) parses a tc(8) rate string (C(20mbit), C(1.5 Mbit), C(2mbps)) into bits
-    per second. Units are case-insensitive; C(bit kbit mbit gbit tbit) are SI bits,
-    C(kibit mibit gibit tibit) binary bits, C(bps kbps mbps gbps tbps) SI BYTES and
-    C(kibps mibps gibps tibps) binary bytes per second. A bare number is refused (no unit to
-    guess), as are zero, negative rates and rates above 1tbit.
+  - C(grid_rate_bits) parses a tc(8) rate string (C(20mbit), C(1.5 Mbit)) into bits per
+    second. Units are case-insensitive; C(bit kbit mbit gbit tbit) are SI bits and
+    C(kibit mibit gibit tibit) binary bits. tc's byte units (C(bps kbps mbps gbps tbps),
+    C(kibps) ...) are refused in any case, because an admin's everyday "Mbps" means megabits
+    and tc's means megabytes; the message shows the two unambiguous spellings. A bare number
+    is refused (no unit to guess), as are zero, negative rates and rates above 1tbit.
   - C(grid_rate_tc) renders a rate for tc(8) in the largest of gbit/mbit/kbit/bit that divides
     it exactly (C(20mbit), C(1500kbit)).
   - C(grid_rate_pfsense) renders a rate for the pfSense REST API v2 limiter as

@@ -657,4 +657,14 @@ CASES += [
         "grid_desktop_registry[lab_desktop_3]: 'lab_desktop_3' slot 1 gives 'lab_desktop_3-vm1', "
         "not a usable identity",
     ),
+    Case(
+        "pki-dir-relative",
+        {"grid_vpn_pki_dir": "etc/openvpn/grid/pki"},
+        "grid_vpn_pki_dir: 'etc/openvpn/grid/pki' is not an absolute directory path",
+    ),
+    Case(
+        "pki-dir-climbs-out",
+        {"grid_vpn_pki_dir": "/etc/openvpn/../../root"},
+        "grid_vpn_pki_dir: '/etc/openvpn/../../root' must not contain '..'",
+    ),
 ]

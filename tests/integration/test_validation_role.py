@@ -45,3 +45,26 @@ def test_bad_model_stops_before_any_change(tmp_path: Path, case: Case) -> None:
     assert rc != 0, out
     assert (case.role_expect or case.expect) in out, out
     assert not marker.exists(), "a task after the grid role ran although the model was invalid"
+
+
+@pytest.mark.parametrize(
+    ("pki_host", "expect"),
+    [
+        ("pki.nowhere.example.edu", "grid_vpn_pki_host: 'pki.nowhere.example.edu' must name"),
+        # The lab's first submit node is a host of the inventory, but a pfSense gateway is not
+        # a Linux host that can keep the PKI: made one here with vpn_gateway_backend.
+        ("lab-gateway", "grid_vpn_pki_host: 'lab-gateway' must name a Linux host"),
+    ],
+    ids=["not-in-inventory", "a-pfsense-gateway"],
+)
+def test_the_pki_host_must_be_a_linux_host_of_the_inventory(
+    tmp_path: Path, pki_host: str, expect: str
+) -> None:
+    """The one rule of the gate that needs the inventory, so it exists at the role level only."""
+    extra: dict[str, object] = {"grid_vpn_pki_host": pki_host}
+    if pki_host == "lab-gateway":
+        extra["vpn_gateway_backend"] = "pfsense"
+    rc, out, marker = run_validation(tmp_path, extra)
+    assert rc != 0, out
+    assert expect in " ".join(out.split()), out
+    assert not marker.exists()

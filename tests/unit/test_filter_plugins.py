@@ -138,8 +138,14 @@ PLAN_MODEL = {
     ],
     "bandwidth_default_class": "standard",
     "vm_types": [
-        {"name": "its-u11-boinc-20120415", "image": "a.qcow2"},
-        {"name": "its-el9-htc-20261101", "image": "b.qcow2", "bandwidth_class": "bulk"},
+        {"name": "its-u11-boinc-20120415", "image": "a.qcow2", "cpus": 1, "memory_mb": 512},
+        {
+            "name": "its-el9-htc-20261101",
+            "image": "b.qcow2",
+            "cpus": 2,
+            "memory_mb": 2048,
+            "bandwidth_class": "bulk",
+        },
     ],
     "vpn_pki_dir": "/srv/pki",
     "vpn_pki_host": "",

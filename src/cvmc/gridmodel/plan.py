@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from cvmc.gridmodel import addressing, vpn
+from cvmc.gridmodel import addressing, catalogue, limits, vpn
 
 __all__ = [
     "PKI_FILES",
@@ -144,32 +144,22 @@ def grid_plan(model: Mapping[str, object], *, vpn_gateways: Sequence[str] = ()) 
     missing = [key for key in PLAN_KEYS if key not in model]
     if missing:
         raise ValueError(f"grid model: missing keys {', '.join(missing)}")
-    slots = model["max_vms_per_desktop"]
-    if isinstance(slots, bool) or not isinstance(slots, int):
-        raise ValueError(f"grid_max_vms_per_desktop: {slots!r} is not a whole number")
+    slots = limits.setting(model["max_vms_per_desktop"], "grid_max_vms_per_desktop")
     layout = addressing.vpn_layout(
         _list_of_mappings(model["vpn_instances"], "grid_vpn_instances"),
         str(model["research_network"]),
         slots,
     )
+    # The catalogue's own parsers: a class or a type means here what the gate checked.
+    bandwidth = catalogue.parse_bandwidth(
+        model["bandwidth_classes"], model["bandwidth_default_class"]
+    )
+    vm_types = catalogue.parse_vm_types(model["vm_types"], bandwidth=bandwidth)
     classes = vpn.cap_classes(
         _list_of_mappings(model["bandwidth_classes"], "grid_bandwidth_classes")
     )
-    default_class = str(model["bandwidth_default_class"])
-    if default_class not in classes:
-        raise ValueError(
-            f"grid_bandwidth_default_class: {default_class!r} is not a class in "
-            f"grid_bandwidth_classes ({', '.join(sorted(classes))})"
-        )
-    vm_classes: dict[str, str] = {}
-    for vm in _list_of_mappings(model["vm_types"], "grid_vm_types"):
-        wanted = str(vm.get("bandwidth_class") or default_class)
-        if wanted not in classes:
-            raise ValueError(
-                f"grid_vm_types[{vm.get('name')}].bandwidth_class: {wanted!r} is not a class in "
-                f"grid_bandwidth_classes ({', '.join(sorted(classes))})"
-            )
-        vm_classes[str(vm.get("name"))] = wanted
+    default_class = bandwidth[1]
+    vm_classes = {vm.name: vm.bandwidth_class or default_class for vm in vm_types}
     return Plan(
         name=str(model["name"]),
         slots=slots,

@@ -27,12 +27,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cvmc.gridmodel import addressing, catalogue, limits, policy, vpn
+from cvmc.gridmodel import addressing, catalogue, limits, plan, policy, vpn
 
 Model = Mapping[str, Any]
 _HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
 #: An OpenVPN instance name: the Linux gateway names its devices tun-NAME and ifb-NAME, and an
-#: interface name holds 15 characters (roles/openvpn_gateway checks the same).
+#: interface name holds 15 characters.
 _INSTANCE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_-]{0,10}\Z")
 #: The largest VPN slice: the Linux gateway's tc class ids (a tunnel address's offset in its
 #: slice) hold 16 bits (cvmc.gridmodel.vpn.tc_minor).
@@ -53,6 +53,8 @@ MODEL_KEYS: tuple[str, ...] = (
     "desktop_min_memory_mb",
     "coordinator_url",
     "vpn_endpoint",
+    "vpn_pki_dir",
+    "vpn_pki_host",
     "pool_services",
     "nat_allow",
     "desktop_registry",
@@ -494,6 +496,15 @@ def _service_problems(service: Mapping[str, Any], research: str | None) -> list[
     return problems
 
 
+def check_pki(model: Model) -> list[str]:
+    """Where the VPN PKI lives: an absolute directory (the plan's rule, ``plan.pki_paths``).
+
+    Whether ``grid_vpn_pki_host`` names a Linux host of the inventory needs the inventory, so
+    the role checks that part (roles/grid/tasks/checks.yml).
+    """
+    return _problem(lambda: plan.pki_paths(model["vpn_pki_dir"], model["vpn_pki_host"], []))
+
+
 CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "network": check_network,
     "bandwidth": check_bandwidth,
@@ -503,6 +514,7 @@ CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "desktops": check_desktops,
     "coordinator": check_coordinator,
     "services": check_services,
+    "pki": check_pki,
 }
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from cvmc.gridmodel.catalogue import IMAGE_FILE_PATTERN
 from cvmc.gridmodel.classad import validate_vm_name
 
 __all__ = [
@@ -48,7 +49,7 @@ def parse_manifest(raw: bytes) -> Manifest:
         raise ValueError("manifest.format_version: must be 1")
     vm_name = validate_vm_name(data.get("vm_name"), name="manifest.vm_name")
     file = data.get("file")
-    if not isinstance(file, str) or not re.match(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z", file):
+    if not isinstance(file, str) or not IMAGE_FILE_PATTERN.match(file):
         raise ValueError(f"manifest.file: {file!r} is not a plain file name")
     size = data.get("size")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
