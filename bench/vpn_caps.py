@@ -46,7 +46,8 @@ def molecule(*args: str) -> None:
 
 
 def scenario() -> dict[str, Any]:
-    lab: dict[str, Any] = {}
+    # The grid role's defaults first: the lab leaves out what they hold.
+    lab: dict[str, Any] = yaml.safe_load((ROOT / "roles/grid/defaults/main.yml").read_text())
     for path in sorted((ROOT / "inventories/lab/group_vars/all").glob("*.yml")):
         lab.update(yaml.safe_load(path.read_text()) or {})
     lab.update(yaml.safe_load((ROOT / "molecule/vpn/vars/scenario.yml").read_text()))

@@ -18,6 +18,13 @@ def inventory_vars(inventory: str) -> dict[str, Any]:
     return merged
 
 
+def model_vars(inventory: str) -> dict[str, Any]:
+    """The grid role's defaults, then inventories/<inventory>/group_vars/all (as Ansible merges
+    them: the inventory leaves out what the role's defaults hold)."""
+    defaults = yaml.safe_load((ROOT / "roles" / "grid" / "defaults" / "main.yml").read_text())
+    return {**defaults, **inventory_vars(inventory)}
+
+
 def inventory_desktops(inventory: str) -> list[str]:
     """Every host under the `desktops` group of inventories/<inventory>/hosts.yml."""
     tree = yaml.safe_load((ROOT / "inventories" / inventory / "hosts.yml").read_text())

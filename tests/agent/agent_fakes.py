@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from lab_model import model_vars
 
 from cvmc.agent.domain.config import AgentConfig, parse_config
 from cvmc.agent.domain.engine import HwVirt
@@ -50,7 +50,7 @@ TEST_PUBKEY = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"
 
 def lab_grid() -> dict[str, Any]:
     """The lab inventory's grid model, as the agent's ``grid`` section (no ``grid_`` prefix)."""
-    data = yaml.safe_load((ROOT / "inventories/lab/group_vars/all/grid.yml").read_text())
+    data = model_vars("lab")
     keys = (
         "policy",
         "host_memory_reserve_mb",

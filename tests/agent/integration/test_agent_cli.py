@@ -50,7 +50,7 @@ def test_check_reports_every_item(tmp_path: Path, capsys: pytest.CaptureFixture[
     ("content", "message"),
     [
         ("{not json", "is not JSON (line 1"),
-        (json.dumps({"grid": {}, "agent": {}}), "grid.max_vms_per_desktop: missing"),
+        (json.dumps({"grid": {}, "agent": {}}), "grid_max_vms_per_desktop: missing"),
         ("BROKEN_POLICY", "grid_policy.blackouts[0].end"),
     ],
 )
