@@ -18,7 +18,7 @@ from typing import Any
 
 from lab_model import model_vars
 
-from cvmc.agent.domain.config import AgentConfig, parse_config
+from cvmc.agent.domain.config import GRID_KEYS, AgentConfig, parse_config
 from cvmc.agent.domain.engine import HwVirt
 from cvmc.agent.ports import (
     Clock,
@@ -51,17 +51,7 @@ TEST_PUBKEY = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"
 def lab_grid() -> dict[str, Any]:
     """The lab inventory's grid model, as the agent's ``grid`` section (no ``grid_`` prefix)."""
     data = model_vars("lab")
-    keys = (
-        "policy",
-        "host_memory_reserve_mb",
-        "max_vms_per_desktop",
-        "vm_types",
-        "bandwidth_classes",
-        "bandwidth_default_class",
-        "coordinator_url",
-        "desktop_min_memory_mb",
-    )
-    return {key: data[f"grid_{key}"] for key in keys if f"grid_{key}" in data}
+    return {key: data[f"grid_{key}"] for key in GRID_KEYS if f"grid_{key}" in data}
 
 
 def lab_config_dict(state_dir: str = "/var/lib/cvmc", **agent: Any) -> dict[str, Any]:
