@@ -89,6 +89,12 @@ def test_rounds_run_in_a_child_process_that_is_replaced_when_killed(
             set_demand(coordinator, (BOINC, 1))  # the child reads the same job ads file
             # The child allocates and writes the lease; the web process serves it.
             wait_for("a lease from the rounds process", lambda: beat(client) != [])
+            # The lease is committed before the child's round returns its counters to the
+            # web process, so a heartbeat can see the lease a moment before the metrics do.
+            wait_for(
+                "the round's counters in the web process",
+                lambda: metric(client, "cvmc_leases_granted_total") >= 1,
+            )
             assert metric(client, "cvmc_leases_granted_total") == 1
             assert metric(client, f'cvmc_demand_jobs{{vm_name="{BOINC}"}}') == 1
             (child,) = rounds_children()
