@@ -40,10 +40,13 @@ GRID_REPO_PACKAGES=(
   # grid_coordinator: nginx (TLS, image repository), a venv for the wheelhouse install, sqlite3
   # for the backups, acl for Ansible's become_user to the service account
   nginx python3-venv sqlite3 acl
+  # linux_desktop: QEMU from the distribution (the agent's hypervisor) and qemu-img
+  qemu-system-x86 qemu-utils
 )
 case $suite in
   # htcondor (install source "distribution"): Debian 13 ships HTCondor as the package condor.
-  trixie) GRID_REPO_PACKAGES+=(condor) ;;
+  # playbooks/build_image.yml: the research VM image's kernel and initramfs (Debian 13).
+  trixie) GRID_REPO_PACKAGES+=(condor linux-image-amd64 initramfs-tools) ;;
   bookworm) ;;
   *) echo "base-image: unknown suite '$suite' (bookworm or trixie)" >&2; exit 2 ;;
 esac
