@@ -47,16 +47,28 @@ VDI_SIGNATURE = b"\x7f\x10\xda\xbe"
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> None:
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        sys.exit(f"build_disk: {' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+        sys.exit(
+            f"build_disk: {' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}"
+        )
 
 
 def unpack(tar_path: Path, root: Path) -> None:
     """Unpack the container's export with owners, modes and extended attributes kept."""
     root.mkdir(mode=0o755)
-    run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", str(tar_path),
-         "-C", str(root)])  # fmt: skip
+    run(
+        [
+            "tar",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "-xpf",
+            str(tar_path),
+            "-C",
+            str(root),
+        ]
+    )
 
 
 def make_vm_files(root: Path, hostname: str, drop: list[str]) -> None:
@@ -74,8 +86,9 @@ def make_vm_files(root: Path, hostname: str, drop: list[str]) -> None:
         "# Written by the research VM image build (role research_image): the hypervisor's NAT\n"
         "# (QEMU user-mode networking, VirtualBox NAT) answers DNS here.\nnameserver 10.0.2.3\n"
     )
-    (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n"
-                                    "::1\tlocalhost ip6-localhost ip6-loopback\n")  # fmt: skip
+    (root / "etc/hosts").write_text(
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
     (root / "etc/hostname").write_text(hostname + "\n")
     # Empty: systemd gives every VM its own machine id at boot.
     (root / "etc/machine-id").write_text("")
@@ -139,8 +152,12 @@ def mbr(boot_sectors: int, root_start: int, root_sectors: int, disk_id: int) -> 
 
     def entry(active: bool, kind: int, start: int, sectors: int) -> bytes:
         chs = b"\xfe\xff\xff"  # beyond CHS: the BIOS and the boot code use LBA
-        return bytes([0x80 if active else 0]) + chs + bytes([kind]) + chs + struct.pack(
-            "<II", start, sectors
+        return (
+            bytes([0x80 if active else 0])
+            + chs
+            + bytes([kind])
+            + chs
+            + struct.pack("<II", start, sectors)
         )
 
     table = (
@@ -213,8 +230,22 @@ def build(args: argparse.Namespace) -> dict[str, object]:
         # The FAT volume is made in its own file, then copied into the disk at 1 MiB: mkfs.fat
         # sizes clusters by the whole file, so it would pick clusters too big for FAT32 in place.
         fat = work / "boot.img"
-        run(["mkfs.vfat", "-C", "-F", "32", "-n", "GRIDBOOT", "--invariant",
-             "-h", str(BOOT_START // SECTOR), str(fat), str(boot_bytes // 1024)], env)  # fmt: skip
+        run(
+            [
+                "mkfs.vfat",
+                "-C",
+                "-F",
+                "32",
+                "-n",
+                "GRIDBOOT",
+                "--invariant",
+                "-h",
+                str(BOOT_START // SECTOR),
+                str(fat),
+                str(boot_bytes // 1024),
+            ],
+            env,
+        )
         run(["syslinux", "--install", str(fat)], env)
         for name in ("vmlinuz", "initrd.img", "syslinux.cfg"):
             run(["mcopy", "-m", "-i", str(fat), str(boot / name), f"::{name}"], env)
@@ -222,9 +253,24 @@ def build(args: argparse.Namespace) -> dict[str, object]:
             dst.seek(BOOT_START)
             shutil.copyfileobj(src, dst, 4 * MIB)
         fat.unlink()
-        run(["mkfs.ext4", "-q", "-F", "-L", "grid-root", "-U", args.root_uuid,
-             "-E", f"offset={root_start},hash_seed={args.root_uuid},root_owner=0:0",
-             "-d", str(root), str(disk), f"{root_bytes // 1024}k"], env)  # fmt: skip
+        run(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-L",
+                "grid-root",
+                "-U",
+                args.root_uuid,
+                "-E",
+                f"offset={root_start},hash_seed={args.root_uuid},root_owner=0:0",
+                "-d",
+                str(root),
+                str(disk),
+                f"{root_bytes // 1024}k",
+            ],
+            env,
+        )
         with open(disk, "r+b") as fh:
             disk_id = int(args.root_uuid.replace("-", "")[:8], 16)
             fh.write(mbr(boot_bytes // SECTOR, root_start // SECTOR, root_bytes // SECTOR, disk_id))
@@ -232,8 +278,23 @@ def build(args: argparse.Namespace) -> dict[str, object]:
 
         qcow2 = out / f"{args.stem}.qcow2"
         vdi = out / f"{args.stem}.vdi"
-        run(["qemu-img", "convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o",
-             "compression_type=zlib", str(disk), str(qcow2)], env)  # fmt: skip
+        run(
+            [
+                "qemu-img",
+                "convert",
+                "-q",
+                "-c",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                "compression_type=zlib",
+                str(disk),
+                str(qcow2),
+            ],
+            env,
+        )
         run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vdi", str(disk), str(vdi)], env)
         vdi_uuid = set_vdi_uuids(vdi, bytes.fromhex(raw_sha))
         for path in (qcow2, vdi):
@@ -245,9 +306,17 @@ def build(args: argparse.Namespace) -> dict[str, object]:
             "root_bytes": root_bytes,
             "root_used_bytes": used,
             "raw_sha256": raw_sha,
-            "qcow2": {"file": qcow2.name, "bytes": qcow2.stat().st_size, "sha256": sha256_file(qcow2)},
-            "vdi": {"file": vdi.name, "bytes": vdi.stat().st_size, "sha256": sha256_file(vdi),
-                    "uuid": vdi_uuid},  # fmt: skip
+            "qcow2": {
+                "file": qcow2.name,
+                "bytes": qcow2.stat().st_size,
+                "sha256": sha256_file(qcow2),
+            },
+            "vdi": {
+                "file": vdi.name,
+                "bytes": vdi.stat().st_size,
+                "sha256": sha256_file(vdi),
+                "uuid": vdi_uuid,
+            },
         }
 
 

@@ -5,7 +5,8 @@ Runs on the Ansible controller (role research_image). Read-only. The key covers:
 
 - the base image's id (``podman image inspect``), not its tag;
 - the local apt repository's signed index (``InRelease``, which lists every package's hash);
-- every file of the roles and plugins that shape the root (``--tree``), by path and content;
+- every file of the roles and plugins that shape the root (``--tree``), by path and content
+  (but their documentation, ``*.md``);
 - the values the roles read (``--values``: the recipe, the VM type's catalogue entry, the
   HTCondor and research_vm settings, the build's own settings), as canonical JSON.
 
@@ -22,8 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: Files that never change what the build makes.
+#: Files that never change what the build makes: caches, and documentation (README.md).
 IGNORED_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+IGNORED_SUFFIXES = (".pyc", ".md")
 
 
 def tree_digest(top: Path) -> str:
@@ -31,7 +33,9 @@ def tree_digest(top: Path) -> str:
     files = sorted(
         p
         for p in top.rglob("*")
-        if p.is_file() and not any(part in IGNORED_PARTS for part in p.parts) and p.suffix != ".pyc"
+        if p.is_file()
+        and not any(part in IGNORED_PARTS for part in p.parts)
+        and p.suffix not in IGNORED_SUFFIXES
     )
     for path in files:
         digest.update(str(path.relative_to(top)).encode() + b"\0")
@@ -41,7 +45,7 @@ def tree_digest(top: Path) -> str:
 
 
 def base_image_id(podman: str, image: str) -> str:
-    result = subprocess.run(  # noqa: S603 - fixed argv
+    result = subprocess.run(
         [podman, "image", "inspect", "--format", "{{.Id}}", image],
         capture_output=True,
         text=True,
