@@ -43,7 +43,7 @@ from cvmc.agent.adapters.qmp import QmpError, qmp_command
 from cvmc.agent.domain.slots import VM_PREFIX
 from cvmc.agent.ports import Hypervisor, HypervisorError, PlainSource, VmSpec
 
-__all__ = ["QemuDriver", "qcow2_virtual_size"]
+__all__ = ["QemuDriver", "probe_kvm", "qcow2_virtual_size"]
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -55,6 +55,53 @@ def qcow2_virtual_size(header: bytes) -> int:
     if len(header) < 32 or header[:4] != b"QFI\xfb":
         raise HypervisorError("the image is not a qcow2 file")
     return int(struct.unpack(">Q", header[24:32])[0])
+
+
+def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
+    """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
+
+    A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
+    starts, so start one and ask QMP whether it is still running. The agent (``accel``
+    ``auto``) and ``cvmc kvm-probe`` (the desktop roles) both ask here, as the user they run as."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="cvmc-kvm-") as tmp:
+        sock = os.path.join(tmp, "qmp.sock")
+        argv = [
+            qemu,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-machine",
+            "q35",
+            "-m",
+            "64",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+        ]
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return False
+        try:
+            time.sleep(seconds)
+            if proc.poll() is not None:
+                return False
+            status = qmp_command(sock, "query-status", timeout_s=2)
+            return isinstance(status, dict) and status.get("status") == "running"
+        except QmpError:
+            return False
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 #: qemu-img options that create a LUKS-encrypted qcow2 (see the module docstring).
@@ -117,49 +164,8 @@ class QemuDriver(Hypervisor):
         return self._accel
 
     def probe_kvm(self, seconds: float = 1.5) -> bool:
-        """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
-
-        A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
-        starts, so start one and ask QMP whether it is still running."""
-        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return False
-        with tempfile.TemporaryDirectory(prefix="cvmc-kvm-") as tmp:
-            sock = os.path.join(tmp, "qmp.sock")
-            argv = [
-                self.qemu,
-                "-accel",
-                "kvm",
-                "-cpu",
-                "host",
-                "-machine",
-                "q35",
-                "-m",
-                "64",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-qmp",
-                f"unix:{sock},server=on,wait=off",
-            ]
-            try:
-                proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-            except OSError:
-                return False
-            try:
-                time.sleep(seconds)
-                if proc.poll() is not None:
-                    return False
-                status = qmp_command(sock, "query-status", timeout_s=2)
-                return isinstance(status, dict) and status.get("status") == "running"
-            except QmpError:
-                return False
-            finally:
-                proc.kill()
-                proc.wait(timeout=10)
+        """Whether KVM really runs guests here (:func:`probe_kvm` with this driver's QEMU)."""
+        return probe_kvm(self.qemu, seconds)
 
     # -- bases ------------------------------------------------------------------------------
 
