@@ -43,7 +43,7 @@ from cvmc.agent.adapters.qmp import QmpError, qmp_command
 from cvmc.agent.domain.slots import VM_PREFIX
 from cvmc.agent.ports import Hypervisor, HypervisorError, PlainSource, VmSpec
 
-__all__ = ["QemuDriver", "probe_kvm", "qcow2_virtual_size"]
+__all__ = ["SANDBOX", "QemuDriver", "probe_accel", "probe_kvm", "qcow2_virtual_size"]
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -57,22 +57,23 @@ def qcow2_virtual_size(header: bytes) -> int:
     return int(struct.unpack(">Q", header[24:32])[0])
 
 
-def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
-    """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
+#: QEMU's own seccomp sandbox, as every VM gets it (and the probes, so that they fail where a
+#: service manager's system call filter would stop a VM).
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
-    A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
-    starts, so start one and ask QMP whether it is still running. The agent (``accel``
-    ``auto``) and ``cvmc kvm-probe`` (the desktop roles) both ask here, as the user they run as."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    with tempfile.TemporaryDirectory(prefix="cvmc-kvm-") as tmp:
+
+def probe_accel(qemu: str, accel: str, seconds: float = 1.5) -> bool:
+    """Whether QEMU runs a vCPU here with ``accel`` (``kvm``: the CPU model VMs get, ``host``;
+    ``tcg``: ``max``), under the seccomp sandbox VMs get: start a tiny VM and ask QMP whether
+    it is still running after ``seconds``."""
+    with tempfile.TemporaryDirectory(prefix="cvmc-probe-") as tmp:
         sock = os.path.join(tmp, "qmp.sock")
         argv = [
             qemu,
             "-accel",
-            "kvm",
+            accel,
             "-cpu",
-            "host",
+            "host" if accel == "kvm" else "max",
             "-machine",
             "q35",
             "-m",
@@ -82,6 +83,8 @@ def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
             "-display",
             "none",
             "-no-reboot",
+            "-sandbox",
+            SANDBOX,
             "-qmp",
             f"unix:{sock},server=on,wait=off",
         ]
@@ -102,6 +105,18 @@ def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
         finally:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
+    """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
+
+    A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
+    starts, so start one and ask QMP whether it is still running. The agent (``accel``
+    ``auto``) and ``cvmc kvm-probe`` (the desktop roles) both ask here, as the user they run
+    as."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    return probe_accel(qemu, "kvm", seconds)
 
 
 #: qemu-img options that create a LUKS-encrypted qcow2 (see the module docstring).
@@ -275,7 +290,7 @@ class QemuDriver(Hypervisor):
             "-m", str(int(spec["memory_mb"])),
             "-smp", str(int(spec["cpus"])),
             "-nodefaults", "-no-user-config", "-display", "none",
-            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            "-sandbox", SANDBOX,
             "-object", self._secret_object(),
             "-blockdev", f"driver=file,node-name=base-file,filename={base},read-only=on,"
                          "cache.direct=on",

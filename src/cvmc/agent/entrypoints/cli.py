@@ -4,7 +4,8 @@
     cvmc status               what the running agent is doing (its status file)
     cvmc check                preflight: config, VT-x, hypervisor conflicts, RAM, disk, version
     cvmc config check [FILE]  parse a config file with the agent's own parser (roles' validate:)
-    cvmc kvm-probe            does KVM run a vCPU here, as this user? (JSON; roles pick the accel)
+    cvmc kvm-probe            does KVM (else TCG) run a vCPU here, as this user? (JSON; roles
+                              pick the accel with it)
     cvmc images list          installed images
     cvmc images verify        re-check every installed image's signature and digest
     cvmc images gc            evict to the budget
@@ -33,7 +34,7 @@ from cvmc import __version__
 from cvmc.agent import compose
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.process import run_command
-from cvmc.agent.adapters.qemu import probe_kvm
+from cvmc.agent.adapters.qemu import probe_accel, probe_kvm
 from cvmc.agent.domain.config import ConfigError
 from cvmc.agent.domain.engine import evaluate
 from cvmc.agent.logs import log_event, setup_logging
@@ -177,29 +178,32 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_kvm_probe(args: argparse.Namespace) -> int:
     """Whether KVM runs a vCPU for the user running this (the agent's own probe, which starts a
-    tiny VM with ``-accel kvm -cpu host``); prints one JSON object. Exit 0 when QEMU runs at all
-    (``accel`` kvm, or tcg as the fallback), 1 when QEMU itself does not start."""
+    tiny VM with ``-accel kvm -cpu host`` under QEMU's seccomp sandbox), and whether TCG does;
+    prints one JSON object. ``accel`` is what the agent will use: kvm, else tcg (the fallback).
+    Exit 0 when a vCPU runs either way, 1 when QEMU runs none (or does not start)."""
     try:
         version = run_command([args.qemu, "--version"], 30).stdout.strip().splitlines()[0]
     except (HypervisorError, IndexError) as exc:
         print(json.dumps({"accel": None, "qemu": args.qemu, "error": str(exc) or "no output"}))
         return 1
-    exists = os.path.exists("/dev/kvm")
-    access = os.access("/dev/kvm", os.R_OK | os.W_OK)
-    kvm = access and probe_kvm(args.qemu, args.seconds)
+    kvm = probe_kvm(args.qemu, args.seconds)
+    tcg = probe_accel(args.qemu, "tcg", args.seconds)
+    accel = "kvm" if kvm else "tcg" if tcg else None
     print(
         json.dumps(
             {
-                "accel": "kvm" if kvm else "tcg",
+                "accel": accel,
+                "kvm": kvm,
+                "tcg": tcg,
                 "qemu": args.qemu,
                 "qemu_version": version,
-                "dev_kvm": exists,
-                "dev_kvm_access": access,
+                "dev_kvm": os.path.exists("/dev/kvm"),
+                "dev_kvm_access": os.access("/dev/kvm", os.R_OK | os.W_OK),
                 "uid": os.getuid() if hasattr(os, "getuid") else None,
             }
         )
     )
-    return 0
+    return 0 if accel else 1
 
 
 def cmd_images(args: argparse.Namespace) -> int:
