@@ -120,7 +120,7 @@ def test_the_image_store_counts_as_free_on_a_rerun() -> None:
     [
         (report(schema=2), "preflight.schema: 2 is not 1"),
         (report(cpu={"vmx": "yes", "svm": False}), "preflight.cpu.vmx: 'yes' is not true or false"),
-        (report(memory_mb=True), "preflight.memory_mb: True is not a whole number"),
+        (report(memory_mb=True), "preflight.memory_mb: True is true or false, not a whole number"),
         (report(extra=1), "preflight.extra: unknown key"),
         (report(disk={"free_mb": -1, "store_used_mb": 0}), "preflight.disk.free_mb: -1"),
     ],

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
+from cvmc.gridmodel import limits
 from cvmc.gridmodel.preflight import smallest_vm_memory_mb
 
 __all__ = ["MEMTOTAL_ALLOWANCE", "LinuxPreflightVerdict", "evaluate_linux"]
@@ -53,15 +54,11 @@ def _mapping(value: object, name: str) -> Mapping[str, Any]:
 
 
 def _int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: {value!r} is not a whole number of at least 0")
-    return value
+    return limits.whole_number(value, name=name, minimum=0)
 
 
 def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: {value!r} is not true or false")
-    return value
+    return limits.flag(value, name=name)
 
 
 def evaluate_linux(
