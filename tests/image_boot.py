@@ -123,6 +123,7 @@ def boot(
     *,
     accel: str = "auto",
     memory_mb: int = 512,
+    gateway_port: int = 1194,
 ) -> Boot:
     """Fetch ``image`` from ``images_dir`` (as the coordinator publishes it) through the agent's
     image store, import it, give it a fresh seed for slot 0 and start it."""
@@ -150,13 +151,13 @@ def boot(
     finally:
         source.close()
     # The seed the agent writes for slot 0: identity, tunnel config and HTCondor token. The
-    # tunnel's gateway is this machine's loopback as QEMU's NAT sees it (10.0.2.2), where
-    # nothing answers: no packet leaves the machine.
+    # tunnel's gateway is this machine's loopback as QEMU's NAT sees it (10.0.2.2), on
+    # ``gateway_port``: no packet leaves the machine.
     files = seed.identity_files(
         vm_name=vm_name,
         slot=0,
         client_config=vpn.client_config(
-            remote="10.0.2.2", port=1194, protocol="udp", cap_class="standard"
+            remote="10.0.2.2", port=gateway_port, protocol="udp", cap_class="standard"
         ),
         condor_token="image-test-token",  # noqa: S106 - a made-up token no pool accepts
         **identity(),

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -274,10 +275,41 @@ def test_the_coordinator_lists_the_published_image(built: Built) -> None:
     assert [(e["vm_name"], e["url"]) for e in entries] == [(VM, f"/images/{IMAGE}")]
 
 
+# OpenVPN's first packet from a client: P_CONTROL_HARD_RESET_CLIENT_V2 (7) or _V3 (10), in the
+# top five bits of the first byte, which tls-crypt leaves in the clear.
+HARD_RESET_CLIENT = {7, 10}
+
+
+def _first_datagram(sock: socket.socket, deadline: float) -> bytes | None:
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        data, _ = sock.recvfrom(2048)
+    except TimeoutError:
+        return None
+    return data
+
+
 def test_the_image_boots_under_qemu_as_the_agent_starts_it(built: Built, tmp_path: Path) -> None:
-    vm = boot(built.images_dir, IMAGE, VM, Path(f"{KEY}.pub"), tmp_path)
+    # The tunnel's gateway: a UDP port on this machine's loopback, which the VM reaches as
+    # 10.0.2.2 through QEMU's user-mode NAT. Nothing answers; the test reads what arrives.
+    gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gateway.bind(("127.0.0.1", 0))
+    vm = boot(
+        built.images_dir,
+        IMAGE,
+        VM,
+        Path(f"{KEY}.pub"),
+        tmp_path,
+        gateway_port=gateway.getsockname()[1],
+    )
     try:
         systemd = vm.wait_for("Welcome to Debian GNU/Linux 13", 600)
+        # The VM's tunnel client (grid-vpn.service, sandboxed) dials the gateway its seed names.
+        dialled = _first_datagram(gateway, vm.started + 900)
+        assert dialled is not None, vm.console()[-4000:]
+        assert dialled[0] >> 3 in HARD_RESET_CLIENT, dialled[:16].hex()
+        dialled_at = time.monotonic() - vm.started
+        assert "Failed to start grid-vpn.service" not in vm.console()
         reported = vm.wait_for("grid-boot: ", 900)
         report = re.search(
             r"grid-boot: vm_name=(\S+) ipv4=(\S+) seed_read_at=(\S+) condor_start_at=(\S+)",
@@ -297,7 +329,9 @@ def test_the_image_boots_under_qemu_as_the_agent_starts_it(built: Built, tmp_pat
         assert "reboot: Power down" in vm.console()
     finally:
         vm.driver.destroy("cvmc-slot0")
+        gateway.close()
     print(
         f"\naccel={vm.accel}: systemd at {systemd:.0f} s, seed read {seed_read} s after the kernel "
-        f"started, boot report (DHCP address) at {reported:.0f} s; ACPI power-off in {off:.0f} s"
+        f"started, tunnel dialled at {dialled_at:.0f} s, boot report (DHCP address) at "
+        f"{reported:.0f} s; ACPI power-off in {off:.0f} s"
     )
