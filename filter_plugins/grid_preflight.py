@@ -1,4 +1,5 @@
-"""Ansible filter judging a Windows desktop's preflight report: cvmc.gridmodel.preflight."""
+"""Ansible filters judging a desktop's preflight report: cvmc.gridmodel.preflight (Windows) and
+cvmc.gridmodel.preflight_linux (Linux)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cvmc.ansible.filters import filter_errors
-from cvmc.gridmodel import preflight
+from cvmc.gridmodel import preflight, preflight_linux
 
 DOCUMENTATION = r"""
 name: grid_windows_preflight
@@ -22,6 +23,10 @@ description:
   - C(remediable) is true when C(bcdedit /set hypervisorlaunchtype off) and a reboot may free
     VT-x.
   - Errors (a malformed report or model input) name O(name) and the key.
+  - Its Linux twin, C(grid_linux_preflight), takes the linux_desktop role's report (CPU flags,
+    C(/dev/kvm), MemTotal, free disk; C(cvmc.gridmodel.preflight_linux)) with the same model
+    inputs, O(required_disk_mb) and C(grid_policy.require_hw_virtualization) in place of
+    O(min_os_build), and returns C({ok, reasons, warnings, hw_virtualization, ...}).
 positional: >-
   _input, vm_types, reserve_mb, desktop_min_memory_mb, required_disk_mb, min_os_build, name
 options:
@@ -95,6 +100,31 @@ def grid_windows_preflight(  # noqa: PLR0917 - an Ansible filter's arguments are
     )
 
 
+@filter_errors
+def grid_linux_preflight(  # noqa: PLR0917 - an Ansible filter's arguments are positional
+    report: Mapping[str, Any],
+    vm_types: Sequence[Mapping[str, Any]],
+    reserve_mb: int,
+    desktop_min_memory_mb: int,
+    required_disk_mb: int,
+    require_hw_virtualization: bool,
+    name: str = "preflight",
+) -> preflight_linux.LinuxPreflightVerdict:
+    """Judge a Linux desktop's preflight report (roles/linux_desktop, tasks/preflight.yml)."""
+    return preflight_linux.evaluate_linux(
+        report,
+        vm_types=vm_types,
+        reserve_mb=reserve_mb,
+        desktop_min_memory_mb=desktop_min_memory_mb,
+        required_disk_mb=required_disk_mb,
+        require_hw_virtualization=require_hw_virtualization,
+        name=name,
+    )
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., object]]:
-        return {"grid_windows_preflight": grid_windows_preflight}
+        return {
+            "grid_windows_preflight": grid_windows_preflight,
+            "grid_linux_preflight": grid_linux_preflight,
+        }

@@ -35,7 +35,7 @@ EXPECTED = {
     "grid_classad": {"grid_vm_requirements", "grid_vm_name", "grid_vm_machine_attrs"},
     "grid_memory": {"grid_vm_memory_mb"},
     "grid_enrolment": {"grid_enrol_token"},
-    "grid_preflight": {"grid_windows_preflight"},
+    "grid_preflight": {"grid_windows_preflight", "grid_linux_preflight"},
     "grid_plan": {"grid_plan", "grid_plan_identities"},
     "grid_vpn": {
         "grid_vpn_client_config",

@@ -1,8 +1,8 @@
 """One gate: whatever the agent or the coordinator refuses, the `grid` role's gate refuses first.
 
-The agent reads the grid model from its configuration's `grid` section, which
-roles/windows_desktop renders (vars/main.yml, `__windows_desktop_agent_config.grid`, written
-with `to_nice_json`); the coordinator reads it from its grid file, which roles/grid_coordinator
+The agent reads the grid model from its configuration's `grid` section, which the desktop
+roles render from roles/grid/vars/main.yml (`grid_agent_grid_config`, written with
+`to_nice_json`); the coordinator reads it from its grid file, which roles/grid_coordinator
 renders (vars/main.yml, `__grid_coordinator_grid`, written with `to_nice_json`). Here both are
 rendered from each model by those very templates, with Ansible's own templar, and read by the
 real parsers (cvmc.agent.domain.config.parse_config, cvmc.coordinator.domain.grid.parse_grid).
@@ -52,7 +52,7 @@ AGENT_SECTION: dict[str, Any] = {
     "image_budget_mb": 40960,
     "trusted_keys": ["RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3"],
 }
-AGENT_CONFIG = "{{ __windows_desktop_agent_config.grid | to_nice_json(indent=2) }}"
+AGENT_CONFIG = "{{ grid_agent_grid_config | to_nice_json(indent=2) }}"
 GRID_FILE = "{{ __grid_coordinator_grid | to_nice_json(sort_keys=true) }}"
 GATE_MODEL = "{{ __grid_model }}"
 #: The variable a message is about: everything before its first ': '.

@@ -110,3 +110,62 @@ def test_status_without_a_running_agent(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "slot 0: running" in out
     assert "its-u11-boinc-20120415 1 cpu 512 MB" in out
+
+
+def test_config_check_accepts_a_valid_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert cli.main(["config", "check", str(config)]) == 0
+    assert f"{config}: valid (qemu" in capsys.readouterr().out
+    # It only reads: the state directory the file names is not created.
+    assert not (tmp_path / "state").exists()
+
+
+def test_config_check_refuses_a_bad_key_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = lab_config_dict(state_dir=str(tmp_path / "state"))
+    raw["agent"]["qemu_accel"] = "hvf"
+    path = tmp_path / "agent.json.new"
+    path.write_text(json.dumps(raw))
+    assert cli.main(["config", "check", str(path)]) == 2
+    assert "agent.qemu_accel: 'hvf' is not one of auto, kvm, tcg" in capsys.readouterr().err
+
+
+def test_config_check_as_a_command_names_the_key(tmp_path: Path) -> None:
+    raw = lab_config_dict(state_dir=str(tmp_path / "state"))
+    del raw["agent"]["trusted_keys"]
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(raw))
+    exe = shutil.which("cvmc") or str(Path(sys.executable).parent / "cvmc")
+    done = subprocess.run(
+        [exe, "config", "check", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2
+    assert "agent.trusted_keys" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU missing")
+def test_kvm_probe_reports_what_the_agents_probe_finds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cvmc.agent.adapters.qemu import probe_kvm  # noqa: PLC0415
+
+    assert cli.main(["kvm-probe"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["qemu_version"].startswith("QEMU emulator version")
+    assert report["dev_kvm"] == Path("/dev/kvm").exists()
+    # TCG runs a vCPU wherever QEMU runs; KVM where the driver's own probe says so.
+    assert report["tcg"] is True
+    assert report["kvm"] == probe_kvm()
+    assert report["accel"] == ("kvm" if report["kvm"] else "tcg")
+    if not report["dev_kvm_access"]:
+        assert report["accel"] == "tcg"
+
+
+def test_kvm_probe_without_qemu_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["kvm-probe", "--qemu", "/nonexistent/qemu-system-x86_64"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["accel"] is None
+    assert "not found" in report["error"]

@@ -43,7 +43,7 @@ from cvmc.agent.adapters.qmp import QmpError, qmp_command
 from cvmc.agent.domain.slots import VM_PREFIX
 from cvmc.agent.ports import Hypervisor, HypervisorError, PlainSource, VmSpec
 
-__all__ = ["QemuDriver", "qcow2_virtual_size"]
+__all__ = ["SANDBOX", "QemuDriver", "probe_accel", "probe_kvm", "qcow2_virtual_size"]
 
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -55,6 +55,68 @@ def qcow2_virtual_size(header: bytes) -> int:
     if len(header) < 32 or header[:4] != b"QFI\xfb":
         raise HypervisorError("the image is not a qcow2 file")
     return int(struct.unpack(">Q", header[24:32])[0])
+
+
+#: QEMU's own seccomp sandbox, as every VM gets it (and the probes, so that they fail where a
+#: service manager's system call filter would stop a VM).
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+def probe_accel(qemu: str, accel: str, seconds: float = 1.5) -> bool:
+    """Whether QEMU runs a vCPU here with ``accel`` (``kvm``: the CPU model VMs get, ``host``;
+    ``tcg``: ``max``), under the seccomp sandbox VMs get: start a tiny VM and ask QMP whether
+    it is still running after ``seconds``."""
+    with tempfile.TemporaryDirectory(prefix="cvmc-probe-") as tmp:
+        sock = os.path.join(tmp, "qmp.sock")
+        argv = [
+            qemu,
+            "-accel",
+            accel,
+            "-cpu",
+            "host" if accel == "kvm" else "max",
+            "-machine",
+            "q35",
+            "-m",
+            "64",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-sandbox",
+            SANDBOX,
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+        ]
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        except OSError:
+            return False
+        try:
+            time.sleep(seconds)
+            if proc.poll() is not None:
+                return False
+            status = qmp_command(sock, "query-status", timeout_s=2)
+            return isinstance(status, dict) and status.get("status") == "running"
+        except QmpError:
+            return False
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def probe_kvm(qemu: str = "qemu-system-x86_64", seconds: float = 1.5) -> bool:
+    """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
+
+    A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
+    starts, so start one and ask QMP whether it is still running. The agent (``accel``
+    ``auto``) and ``cvmc kvm-probe`` (the desktop roles) both ask here, as the user they run
+    as."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    return probe_accel(qemu, "kvm", seconds)
 
 
 #: qemu-img options that create a LUKS-encrypted qcow2 (see the module docstring).
@@ -117,49 +179,8 @@ class QemuDriver(Hypervisor):
         return self._accel
 
     def probe_kvm(self, seconds: float = 1.5) -> bool:
-        """Whether KVM really runs guests here, with the CPU model VMs get (``host``).
-
-        A present but broken /dev/kvm (nested virtualisation gone wrong) fails when the vCPU
-        starts, so start one and ask QMP whether it is still running."""
-        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return False
-        with tempfile.TemporaryDirectory(prefix="cvmc-kvm-") as tmp:
-            sock = os.path.join(tmp, "qmp.sock")
-            argv = [
-                self.qemu,
-                "-accel",
-                "kvm",
-                "-cpu",
-                "host",
-                "-machine",
-                "q35",
-                "-m",
-                "64",
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-qmp",
-                f"unix:{sock},server=on,wait=off",
-            ]
-            try:
-                proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-            except OSError:
-                return False
-            try:
-                time.sleep(seconds)
-                if proc.poll() is not None:
-                    return False
-                status = qmp_command(sock, "query-status", timeout_s=2)
-                return isinstance(status, dict) and status.get("status") == "running"
-            except QmpError:
-                return False
-            finally:
-                proc.kill()
-                proc.wait(timeout=10)
+        """Whether KVM really runs guests here (:func:`probe_kvm` with this driver's QEMU)."""
+        return probe_kvm(self.qemu, seconds)
 
     # -- bases ------------------------------------------------------------------------------
 
@@ -269,7 +290,7 @@ class QemuDriver(Hypervisor):
             "-m", str(int(spec["memory_mb"])),
             "-smp", str(int(spec["cpus"])),
             "-nodefaults", "-no-user-config", "-display", "none",
-            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            "-sandbox", SANDBOX,
             "-object", self._secret_object(),
             "-blockdev", f"driver=file,node-name=base-file,filename={base},read-only=on,"
                          "cache.direct=on",

@@ -3,6 +3,9 @@
     cvmc agent run            run the agent (as the service account)
     cvmc status               what the running agent is doing (its status file)
     cvmc check                preflight: config, VT-x, hypervisor conflicts, RAM, disk, version
+    cvmc config check [FILE]  parse a config file with the agent's own parser (roles' validate:)
+    cvmc kvm-probe            does KVM (else TCG) run a vCPU here, as this user? (JSON; roles
+                              pick the accel with it)
     cvmc images list          installed images
     cvmc images verify        re-check every installed image's signature and digest
     cvmc images gc            evict to the budget
@@ -30,6 +33,8 @@ from typing import Any
 from cvmc import __version__
 from cvmc.agent import compose
 from cvmc.agent.adapters import minisign
+from cvmc.agent.adapters.process import run_command
+from cvmc.agent.adapters.qemu import probe_accel, probe_kvm
 from cvmc.agent.domain.config import ConfigError
 from cvmc.agent.domain.engine import evaluate
 from cvmc.agent.logs import log_event, setup_logging
@@ -159,6 +164,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in rows) else 1
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Parse a configuration file with the agent's own parser and change nothing: the desktop
+    roles' ``validate:`` (a bad key exits 2 through :func:`main`, naming the key)."""
+    path = args.file or _config_path(args)
+    config = compose.load_config(path)
+    print(
+        f"{path}: valid ({config.agent.hypervisor}, {len(config.vm_types)} VM type(s), "
+        f"coordinator {config.coordinator_url})"
+    )
+    return 0
+
+
+def cmd_kvm_probe(args: argparse.Namespace) -> int:
+    """Whether KVM runs a vCPU for the user running this (the agent's own probe, which starts a
+    tiny VM with ``-accel kvm -cpu host`` under QEMU's seccomp sandbox), and whether TCG does;
+    prints one JSON object. ``accel`` is what the agent will use: kvm, else tcg (the fallback).
+    Exit 0 when a vCPU runs either way, 1 when QEMU runs none (or does not start)."""
+    try:
+        version = run_command([args.qemu, "--version"], 30).stdout.strip().splitlines()[0]
+    except (HypervisorError, IndexError) as exc:
+        print(json.dumps({"accel": None, "qemu": args.qemu, "error": str(exc) or "no output"}))
+        return 1
+    kvm = probe_kvm(args.qemu, args.seconds)
+    tcg = probe_accel(args.qemu, "tcg", args.seconds)
+    accel = "kvm" if kvm else "tcg" if tcg else None
+    print(
+        json.dumps(
+            {
+                "accel": accel,
+                "kvm": kvm,
+                "tcg": tcg,
+                "qemu": args.qemu,
+                "qemu_version": version,
+                "dev_kvm": os.path.exists("/dev/kvm"),
+                "dev_kvm_access": os.access("/dev/kvm", os.R_OK | os.W_OK),
+                "uid": os.getuid() if hasattr(os, "getuid") else None,
+            }
+        )
+    )
+    return 0 if accel else 1
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     config = compose.load_config(_config_path(args))
     store = compose.build(config).store
@@ -255,6 +302,15 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="preflight report")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_check)
+    config = sub.add_parser("config", help="the configuration file")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_check = config_sub.add_parser("check", help="parse it with the agent's parser")
+    config_check.add_argument("file", nargs="?", help="the file (default: --config's)")
+    config_check.set_defaults(func=cmd_config_check)
+    kvm = sub.add_parser("kvm-probe", help="does KVM run a vCPU here, as this user")
+    kvm.add_argument("--qemu", default="qemu-system-x86_64", help="QEMU's system emulator")
+    kvm.add_argument("--seconds", type=float, default=1.5, help="how long the vCPU must run")
+    kvm.set_defaults(func=cmd_kvm_probe)
     images = sub.add_parser("images", help="the image store")
     images.add_argument("action", choices=["list", "verify", "gc"])
     images.set_defaults(func=cmd_images)
@@ -268,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--format", default="qcow2", choices=["qcow2", "vdi", "vmdk", "raw"])
     sign.add_argument("--out-dir")
     sign.set_defaults(func=cmd_image_sign)
-    for p in (run, status, check, images, sign):
+    for p in (run, status, check, config_check, kvm, images, sign):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return top
 
