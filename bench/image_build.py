@@ -109,30 +109,31 @@ def region_digest(raw: Path, start: int, size: int) -> str:
 
 
 def root_listing(raw: Path, start: int, size: int, work: Path) -> dict[str, str]:
-    """path -> 'mode uid gid size mtime sha256' of every file in the ext4 root (debugfs)."""
-    part = work / "root.img"
-    with open(raw, "rb") as src, open(part, "wb") as dst:
-        src.seek(start)
-        left = size
-        while left:
-            chunk = src.read(min(4 * MIB, left))
-            dst.write(chunk)
-            left -= len(chunk)
+    """path -> 'mode uid gid size mtime sha256' of every file in the ext4 root (debugfs rdump;
+    symlinks by their target, as rdump cannot give them their times)."""
+    image = f"{raw}?offset={start}"
+    names = [
+        line.split("/")[5]
+        for line in subprocess.run(
+            ["debugfs", "-R", "ls -p /", image], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if line.count("/") >= 6
+    ]
     tree = work / "tree"
-    subprocess.run(["debugfs", "-R", f"rdump / {tree}", str(part)], capture_output=True, check=True)
-    part.unlink()
+    tree.mkdir()
+    tops = " ".join(f"/{n}" for n in names if n not in (".", "..", "lost+found"))
+    subprocess.run(
+        ["debugfs", "-R", f"rdump {tops} {tree}", image], capture_output=True, check=True
+    )
     listing = {}
-    for dirpath, _dirs, files in os.walk(tree):
-        for name in files:
+    for dirpath, dirs, files in os.walk(tree):
+        for name in dirs + files:
             path = Path(dirpath) / name
             st = path.lstat()
-            content = (
-                sha256(path)
-                if path.is_file() and not path.is_symlink()
-                else os.readlink(path)
-                if path.is_symlink()
-                else ""
-            )
+            if path.is_symlink():
+                listing[str(path.relative_to(tree))] = f"-> {os.readlink(path)}"
+                continue
+            content = sha256(path) if path.is_file() else ""
             listing[str(path.relative_to(tree))] = (
                 f"{oct(st.st_mode)} {st.st_uid} {st.st_gid} {st.st_size} "
                 f"{int(st.st_mtime)} {content}"
@@ -168,7 +169,8 @@ def compare(a: Path, b: Path, work: Path) -> list[str]:
                 notes.extend(f"    {p}: {left.get(p)} | {right.get(p)}" for p in files[:40])
                 if not files:
                     notes.append(
-                        "  (same files, content and metadata: the difference is in ext4's own "
+                        "  (same names, content, modes, owners and modification times: the "
+                        "difference is elsewhere, e.g. inode change times or ext4's own "
                         "structures)"
                     )
     for raw in raws:

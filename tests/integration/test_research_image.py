@@ -194,6 +194,42 @@ def test_the_disk_images_are_a_valid_qcow2_and_vdi_of_one_disk(built: Built) -> 
     )
 
 
+def debugfs(raw: Path, offset: int, request: str) -> str:
+    done = subprocess.run(
+        ["debugfs", "-R", request, f"{raw}?offset={offset}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_the_image_holds_no_identity_secret_or_build_source(built: Built, tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", str(built.build_dir / IMAGE), str(raw)], check=True
+    )
+    with open(raw, "rb") as fh:
+        table = fh.read(512)[446:510]
+    root = int.from_bytes(table[16 + 8 : 16 + 12], "little") * 512  # partition 2
+    names = {
+        path: debugfs(raw, root, f"ls -p {path}").split()
+        for path in ("/etc/condor/tokens.d", "/etc/condor/passwords.d", "/etc/apt/sources.list.d")
+    }
+    # Only "." and "..": no token and no pool key; the identity comes from the seed.
+    assert len(names["/etc/condor/tokens.d"]) == 2, names
+    assert len(names["/etc/condor/passwords.d"]) == 2, names
+    sources = "".join(names["/etc/apt/sources.list.d"])
+    assert "debian.sources" in sources
+    assert "desktop-grid-local" not in sources
+    assert debugfs(raw, root, "cat /etc/machine-id") == ""  # each VM gets its own at boot
+    assert "nameserver 10.0.2.3" in debugfs(raw, root, "cat /etc/resolv.conf")
+    assert "deb.debian.org" in debugfs(raw, root, "cat /etc/apt/sources.list.d/debian.sources")
+    assert "STARTD_NOCLAIM_SHUTDOWN = 1200" in debugfs(
+        raw, root, "cat /etc/condor/config.d/30-desktop-grid-execute.conf"
+    )
+
+
 def test_the_manifests_verify_with_the_lab_key_and_not_with_another(
     built: Built, tmp_path: Path
 ) -> None:

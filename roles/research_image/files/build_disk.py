@@ -94,6 +94,11 @@ def make_vm_files(root: Path, hostname: str, drop: list[str]) -> None:
     (root / "etc/machine-id").write_text("")
     for rel in ("etc/resolv.conf", "etc/hosts", "etc/hostname", "etc/machine-id"):
         os.chmod(root / rel, 0o644)
+    # ldconfig's auxiliary cache records inode numbers and change times of the build: not
+    # reproducible, and only a cache (ldconfig rebuilds it).
+    aux = root / "var/cache/ldconfig/aux-cache"
+    if aux.exists():
+        aux.unlink()
     # Runtime directories are tmpfs in the VM; the container's content means nothing there.
     for rel in ("run", "tmp", "var/tmp"):
         directory = root / rel
@@ -131,6 +136,28 @@ def clamp_times(top: Path, epoch: int) -> None:
             st = os.lstat(path)
             if st.st_mtime > epoch or st.st_atime > epoch:
                 os.utime(path, (epoch, min(int(st.st_mtime), epoch)), follow_symlinks=False)
+
+
+def fix_inode_times(disk: Path, offset: int, top: Path, epoch: int, env: dict[str, str]) -> int:
+    """Set every inode's change and access time to ``epoch`` in the ext4 file system at
+    ``offset``: ``mkfs.ext4 -d`` copies the source's ctime, which no call can set (it is the
+    time the build unpacked the root). Returns how many paths were left out (names debugfs
+    cannot quote)."""
+    commands, skipped = [f"sif / {field} @{epoch}" for field in ("ctime", "atime")], 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            path = "/" + os.path.relpath(os.path.join(dirpath, name), top)
+            if '"' in path or "\n" in path or "\\" in path:
+                skipped += 1
+                continue
+            for field in ("ctime", "atime"):
+                commands.append(f'sif "{path}" {field} @{epoch}')
+    commands.append(f"sif /lost+found ctime @{epoch}")
+    script = disk.parent / "debugfs.cmds"
+    script.write_text("\n".join(commands) + "\n")
+    run(["debugfs", "-w", "-f", str(script), f"{disk}?offset={offset}"], env)
+    script.unlink()
+    return skipped
 
 
 def used_bytes(top: Path) -> int:
@@ -271,6 +298,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
             ],
             env,
         )
+        skipped = fix_inode_times(disk, root_start, root, epoch, env)
         with open(disk, "r+b") as fh:
             disk_id = int(args.root_uuid.replace("-", "")[:8], 16)
             fh.write(mbr(boot_bytes // SECTOR, root_start // SECTOR, root_bytes // SECTOR, disk_id))
@@ -305,6 +333,7 @@ def build(args: argparse.Namespace) -> dict[str, object]:
             "boot_bytes": boot_bytes,
             "root_bytes": root_bytes,
             "root_used_bytes": used,
+            "inode_times_not_fixed": skipped,
             "raw_sha256": raw_sha,
             "qcow2": {
                 "file": qcow2.name,
