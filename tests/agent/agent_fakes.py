@@ -55,7 +55,8 @@ def lab_grid() -> dict[str, Any]:
     # The seed's workday window, as a campus runs it (inventories/example). The lab's own window
     # covers the whole day, so that `make lab-job` shows an owner's logon at any hour; these
     # tests replay a day around the seed's window.
-    grid["policy"] = {**grid["policy"], "blackouts": model_vars("example")["grid_policy"]["blackouts"]}
+    seed_blackouts = model_vars("example")["grid_policy"]["blackouts"]
+    grid["policy"] = {**grid["policy"], "blackouts": seed_blackouts}
     return grid
 
 
