@@ -122,15 +122,27 @@ def leased_slot(m: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def pool_slots(m: dict[str, Any], address: str) -> list[str]:
-    """Names of the collector's slots whose startd is at the VM's tunnel ``address``."""
+def lab_vms(m: dict[str, Any]) -> dict[str, str]:
+    """The lab desktops' VM tunnel addresses, each with its desktop."""
+    return {
+        address: desktop for desktop, slots in m["addresses"].items() for address in slots.values()
+    }
+
+
+def pool_slots(m: dict[str, Any]) -> dict[str, str]:
+    """The collector's slots of the running type, by name, each with its desktop: a slot counts
+    when its startd's address (MyAddress) is one of the lab desktops' VM tunnel addresses."""
     out = on_submit(
         m, "condor_status", "-constraint", f'vm_name =?= "{m["running_type"]}"',
         "-af", "Name", "MyAddress",
     )  # fmt: skip
-    return [
-        line.split()[0] for line in out.splitlines() if f"<{address}:" in line or address in line
-    ]
+    found = {}
+    for line in out.splitlines():
+        name, _, my_address = line.partition(" ")
+        for address, desktop in lab_vms(m).items():
+            if f"<{address}:" in my_address:
+                found[name] = desktop
+    return found
 
 
 def qemu_running(desktop: str) -> bool:
@@ -224,8 +236,8 @@ def end_owner_sessions(m: dict[str, Any]) -> None:
         on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service", check=False)
 
 
-def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> tuple[str, dict[str, Any], int]:
-    """Steps 2 and 3: the jobs, from lease to output. The desktop, its leased slot, the idle job."""
+def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
+    """Steps 2 and 3: the jobs, from lease to output. The idle job's cluster."""
     start = time.monotonic()
     drops_before = campus_drops(m)
     seed = submit(m, "seed-job.sub")
@@ -248,20 +260,21 @@ def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> tuple[str, dict[st
     (desktop, slot), figures["submit_to_lease_s"] = wait(
         "a lease for " + m["running_type"], lambda: leased_slot(m), TIMEOUT_S, show
     )
-    address = m["addresses"][desktop][slot["slot"]]
+    address = m["addresses"][desktop][str(slot["slot"])]
     print(
         f"\n{desktop}'s agent holds lease {slot['lease_id']} for {m['running_type']} in slot "
         f"{slot['slot']} after {figures['submit_to_lease_s']:.1f} s"
     )
     names, figures["lease_to_slot_s"] = wait(
-        "the VM's slot in the collector", lambda: pool_slots(m, address) or None, TIMEOUT_S, show
+        "a VM's slot in the collector", lambda: pool_slots(m) or None, TIMEOUT_S, show
     )
     figures["accel_kvm"] = float(
         "accel=kvm" in on_host(desktop, "pgrep", "-a", "-f", "qemu-system", check=False)
     )
     print(
-        f"\nthe VM ({'KVM' if figures['accel_kvm'] else 'TCG'}) joined the pool from its tunnel "
-        f"address {address} after {figures['lease_to_slot_s']:.1f} s: {', '.join(names)}"
+        f"\na VM ({'KVM' if figures['accel_kvm'] else 'TCG'}) joined the pool from its tunnel "
+        f"address after {figures['lease_to_slot_s']:.1f} s: {', '.join(names)} (slot "
+        f"{slot['slot']} of {desktop} is at {address})"
     )
 
     def all_done() -> dict[int, tuple[int, str]] | None:
@@ -277,22 +290,21 @@ def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> tuple[str, dict[st
     print(f"--- seed job's output file (output.txt)\n{on_submit(m, 'cat', 'output.txt').strip()}")
     print(f"--- unnamed job's stdout\n{on_submit(m, 'cat', 'unnamed-job.out').strip()}")
     print(f"--- probe job's stdout\n{on_submit(m, 'cat', 'probe-job.out').strip()}")
+    vms = pool_slots(m)
     for label, c in jobs:
-        if states[c][1] not in names:
-            raise LabJobError(f"the {label} ran on {states[c][1]!r}, not in the leased VM {names}")
+        if states[c][1] not in vms:
+            raise LabJobError(f"the {label} ran on {states[c][1]!r}, not in a lab VM ({list(vms)})")
     if "campus unreachable" not in on_submit(m, "cat", "probe-job.out"):
         raise LabJobError("the probe job reached the campus LAN from the research VM")
     dropped = campus_drops(m) - drops_before
     if dropped < 1:
         raise LabJobError("the gateway's campus drop rule did not count the probe's packets")
     print(f"the gateway dropped {dropped} packet(s) of the probe to the campus LAN")
-    return desktop, {**slot, "address": address, "names": names}, idle
+    return idle
 
 
-def logon_vacates(
-    m: dict[str, Any], desktop: str, slot: dict[str, Any], figures: dict[str, float]
-) -> None:
-    """Step 4: a long job on the VM, then an owner's logon takes the VM out of the pool."""
+def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
+    """Step 4: a long job on a VM, then an owner's logon takes that VM out of the pool."""
     long_job = submit(m, "long-job.sub")
     print(f"submitted long job {long_job} (vm_name {m['running_type']})")
 
@@ -300,11 +312,13 @@ def logon_vacates(
         status, host = job_states(m, [long_job]).get(long_job, (0, ""))
         return f"long job {STATUS.get(status, '?')}" + (f" on {host}" if host else "")
 
-    wait(
-        "the long job running in the VM",
-        lambda: job_states(m, [long_job]).get(long_job, (0, ""))[0] == RUNNING or None,
-        TIMEOUT_S,
-        long_state,
+    def running_on() -> tuple[str, str] | None:
+        status, host = job_states(m, [long_job]).get(long_job, (0, ""))
+        desktop = pool_slots(m).get(host) if status == RUNNING else None
+        return (host, desktop) if desktop else None
+
+    (slot_name, desktop), _ = wait(
+        "the long job running in a VM", running_on, TIMEOUT_S, long_state
     )
     sample = on_host(desktop, "ps", "-C", "cvmc", "-o", "rss=,pcpu=", check=False).split()
     if len(sample) >= 2:
@@ -326,7 +340,7 @@ def logon_vacates(
     )
     wait(
         "the VM's slot gone from the collector",
-        lambda: (not pool_slots(m, slot["address"])) or None,
+        lambda: (slot_name not in pool_slots(m)) or None,
         VACATE_TIMEOUT_S,
         long_state,
     )
@@ -392,10 +406,10 @@ def main() -> int:
     # A previous run's jobs and owner session go first; condor_rm fails when there is none.
     on_submit(m, "condor_rm", "-constraint", "lab_job =?= True", check=False)
     end_owner_sessions(m)
-    desktop, slot, idle = run_jobs(m, figures)
-    logon_vacates(m, desktop, slot, figures)
+    idle = run_jobs(m, figures)
+    logon_vacates(m, figures)
     demand_for_idle_type(m, idle)
-    FIGURES.write_text(json.dumps({"desktop": desktop, **figures}, indent=1) + "\n")
+    FIGURES.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"figures: {json.dumps(figures)} (also in {FIGURES})")
     print(
         f"see it at {m['coordinator_url']}/ (CA: {m['coordinator_ca']}); "
