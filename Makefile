@@ -21,7 +21,8 @@ lab: venv testhosts
 	ansible-playbook playbooks/lab.yml
 
 ## Run the seed's job in the lab (after `make lab`): submit it as a researcher on lab-submit,
-## follow it to its output on lab-vm-1, and show an idle job as the coordinator's demand.
+## follow it from the coordinator's lease to a VM on a lab desktop and to its output, then log
+## the desktop's owner on and see the VM leave the pool; show an idle job as demand.
 lab-job: venv
 	ansible-playbook playbooks/lab_job.yml
 	$(BIN)/python scripts/lab_job.py

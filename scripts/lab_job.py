@@ -1,18 +1,28 @@
-"""`make lab-job`, second half: submit the seed's job in the lab and follow it to its output.
+"""`make lab-job`, second half: the seed's job, from a coordinator lease to its output in a VM.
 
 playbooks/lab_job.yml has prepared the jobs on the submit node and written the manifest
-(~/.cache/desktop-grid/lab-job.json). This script, as the unprivileged researcher on the submit
-node (through `podman exec`, as Ansible reaches the lab's containers):
+(~/.cache/desktop-grid/lab-job.json). This script drives the lab as its users would, through
+`podman exec` (as Ansible reaches the lab's containers), and follows each step:
 
-1. removes the lab-job jobs a previous run left in the queue (they carry `lab_job = True`);
-2. submits the seed's job, a job for a VM type with no running VM, and a job without vm_name;
-3. waits, with a progress line, until the seed's job and the unnamed job complete;
-4. prints where each ran and the seed job's output file;
-5. checks that the job with no VM stays idle and that the coordinator shows it as demand, in
+1. removes the lab-job jobs a previous run left in the queue (they carry `lab_job = True`) and
+   ends an owner session a previous run left open;
+2. as the unprivileged researcher on the submit node, submits the seed's job (`+vm_name`), a
+   job for a VM type that has no image (it stays idle and shows as demand), a job without
+   vm_name, and a probe job that tries the campus LAN from inside the VM;
+3. waits for the coordinator's lease to reach a desktop's agent (the agent's status file), for
+   the VM's slot in the collector (the VM started from the signed image under QEMU, dialled the
+   gateway and joined through CCB), and for the seed, unnamed and probe jobs to complete; prints
+   where each ran and the seed job's output;
+4. submits a long job for the same VM type, waits until it runs, then opens an owner session
+   on that desktop (a real logind session through PAM, on a pseudo-terminal) and waits until
+   the VM is stopped, its slot has left the collector, the lease is released and the job is
+   idle again; then ends the session and removes the job;
+5. checks that the job with no image stays idle and that the coordinator shows it as demand, in
    /metrics and on the dashboard, read through nginx with the lab CA, as a user would.
 
-Exit status 0 when all of that holds, 1 otherwise (with what did not).
-Standard library only; run with any Python 3.11.
+Each step's time is printed, and written to ~/.cache/desktop-grid/lab-job-figures.json
+(bench/lab_job.py reads it). Exit status 0 when all of that holds, 1 otherwise (with what did
+not). Standard library only; run with any Python 3.11.
 """
 
 from __future__ import annotations
@@ -25,29 +35,50 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-MANIFEST = Path.home() / ".cache/desktop-grid/lab-job.json"
-TIMEOUT_S = 600
+CACHE = Path.home() / ".cache/desktop-grid"
+MANIFEST = CACHE / "lab-job.json"
+FIGURES = CACHE / "lab-job-figures.json"
+TIMEOUT_S = 900  # a cold image download and a TCG boot fit in this
+VACATE_TIMEOUT_S = 120
 DEMAND_TIMEOUT_S = 150  # the coordinator reads demand every grid_coordinator_demand_poll_s (30 s)
 IDLE, RUNNING, COMPLETED = 1, 2, 4
 STATUS = {1: "idle", 2: "running", 3: "removed", 4: "completed", 5: "held", 6: "transferring"}
+OWNER_UNIT = "lab-owner-logon"
+T = TypeVar("T")
 
 
 class LabJobError(RuntimeError):
     """Something the lab job promises did not happen; the message says what."""
 
 
-def on_submit(m: dict[str, Any], *argv: str, check: bool = True) -> str:
-    """Run ``argv`` as the researcher in the job directory on the submit node; its stdout."""
-    cmd = ["podman", "exec", "--user", m["user"], "--workdir", m["dir"], m["submit_host"], *argv]
+def on_host(
+    host: str,
+    *argv: str,
+    user: str | None = None,
+    workdir: str | None = None,
+    check: bool = True,
+) -> str:
+    """Run ``argv`` in the lab container ``host`` (as ``user``); its stdout."""
+    cmd = ["podman", "exec"]
+    if user:
+        cmd += ["--user", user]
+    if workdir:
+        cmd += ["--workdir", workdir]
     proc = subprocess.run(  # noqa: S603 - a fixed podman argv, no shell
-        cmd, capture_output=True, text=True, check=False, timeout=120
+        [*cmd, host, *argv], capture_output=True, text=True, check=False, timeout=120
     )
     if check and proc.returncode != 0:
-        raise LabJobError(f"{' '.join(argv)} on {m['submit_host']}: {proc.stderr.strip()}")
+        raise LabJobError(f"{' '.join(argv)} on {host}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def on_submit(m: dict[str, Any], *argv: str, check: bool = True) -> str:
+    """Run ``argv`` as the researcher in the job directory on the submit node."""
+    return on_host(m["submit_host"], *argv, user=m["user"], workdir=m["dir"], check=check)
 
 
 def submit(m: dict[str, Any], sub: str) -> int:
@@ -61,22 +92,61 @@ def job_states(m: dict[str, Any], clusters: list[int]) -> dict[int, tuple[int, s
     wanted = " || ".join(f"ClusterId == {c}" for c in clusters)
     for tool in ("condor_q", "condor_history"):
         out = on_submit(
-            m,
-            tool,
-            "-constraint",
-            wanted,
-            "-af",
-            "ClusterId",
-            "JobStatus",
-            "RemoteHost",
+            m, tool, "-constraint", wanted, "-af", "ClusterId", "JobStatus", "RemoteHost",
             "LastRemoteHost",
-        )
+        )  # fmt: skip
         for line in out.splitlines():
             cluster, status, remote, last = (line.split() + ["undefined"] * 4)[:4]
             if int(cluster) not in states:
                 host = remote if remote != "undefined" else last
                 states[int(cluster)] = (int(status), "" if host == "undefined" else host)
     return states
+
+
+def agent_status(m: dict[str, Any], desktop: str) -> dict[str, Any]:
+    """The agent's status file on ``desktop`` (`cvmc status`'s source), or {} while it has none."""
+    raw = on_host(desktop, "cat", m["agent_status_file"], check=False)
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def leased_slot(m: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The first desktop slot that holds a lease for the running type."""
+    for desktop in m["desktops"]:
+        for slot in agent_status(m, desktop).get("slots", []):
+            if slot.get("lease_id") and slot.get("vm_name") == m["running_type"]:
+                return desktop, slot
+    return None
+
+
+def lab_vms(m: dict[str, Any]) -> dict[str, str]:
+    """The lab desktops' VM tunnel addresses, each with its desktop."""
+    return {
+        address: desktop for desktop, slots in m["addresses"].items() for address in slots.values()
+    }
+
+
+def pool_slots(m: dict[str, Any]) -> dict[str, str]:
+    """The collector's slots of the running type, by name, each with its desktop: a slot counts
+    when its startd's address (MyAddress) is one of the lab desktops' VM tunnel addresses."""
+    out = on_submit(
+        m, "condor_status", "-constraint", f'vm_name =?= "{m["running_type"]}"',
+        "-af", "Name", "MyAddress",
+    )  # fmt: skip
+    found = {}
+    for line in out.splitlines():
+        name, _, my_address = line.partition(" ")
+        for address, desktop in lab_vms(m).items():
+            if f"<{address}:" in my_address:
+                found[name] = desktop
+    return found
+
+
+def qemu_running(desktop: str) -> bool:
+    return bool(on_host(desktop, "pgrep", "-f", "qemu-system", check=False).strip())
 
 
 _last_print = [-1.0]
@@ -90,6 +160,23 @@ def progress(text: str, elapsed: float) -> None:
     elif elapsed - _last_print[0] >= 10:
         _last_print[0] = elapsed
         print(line, flush=True)
+
+
+def wait(
+    what: str, probe: Callable[[], T | None], timeout: float, show: Callable[[], str]
+) -> tuple[T, float]:
+    """Poll ``probe`` until it returns something; that and the seconds it took."""
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        found = probe()
+        if found is not None and found is not False:
+            return found, elapsed
+        progress(f"{what}: {show()}", elapsed)
+        if elapsed > timeout:
+            print()
+            raise LabJobError(f"{what}: not within {timeout:.0f} s ({show()})")
+        time.sleep(0.5)
 
 
 class _LabHttps(http.client.HTTPSConnection):
@@ -135,6 +222,178 @@ def demand_shown(m: dict[str, Any]) -> tuple[int, int]:
     return (int(float(metric.group(1))) if metric else 0, int(row.group(1)) if row else 0)
 
 
+def campus_drops(m: dict[str, Any]) -> int:
+    """The gateway's "never the campus LAN" drop counter."""
+    out = on_host(m["gateway_host"], "nft", "list", "chain", "inet", "grid_gateway", "forward")
+    found = re.search(r'packets ([0-9]+) bytes [0-9]+ drop comment "never the campus LAN"', out)
+    if not found:
+        raise LabJobError(f"{m['gateway_host']}: no campus drop rule in the forward chain")
+    return int(found.group(1))
+
+
+def end_owner_sessions(m: dict[str, Any]) -> None:
+    for desktop in m["desktops"]:
+        on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service", check=False)
+
+
+def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
+    """Steps 2 and 3: the jobs, from lease to output. The idle job's cluster."""
+    start = time.monotonic()
+    drops_before = campus_drops(m)
+    seed = submit(m, "seed-job.sub")
+    idle = submit(m, "idle-job.sub")
+    unnamed = submit(m, "unnamed-job.sub")
+    probe = submit(m, "probe-job.sub")
+    print(
+        f"submitted as {m['user']} on {m['submit_host']}: seed job {seed} "
+        f"(vm_name {m['running_type']}), job {idle} (vm_name {m['idle_type']}, which has no "
+        f"image), job {unnamed} (no vm_name), probe job {probe} (tries the campus LAN)"
+    )
+    jobs = (("seed job", seed), ("unnamed job", unnamed), ("probe job", probe))
+
+    def show() -> str:
+        states = job_states(m, [c for _, c in jobs])
+        return " | ".join(
+            f"{label} {STATUS.get(states.get(c, (0, ''))[0], '?')}" for label, c in jobs
+        )
+
+    (desktop, slot), figures["submit_to_lease_s"] = wait(
+        "a lease for " + m["running_type"], lambda: leased_slot(m), TIMEOUT_S, show
+    )
+    address = m["addresses"][desktop][str(slot["slot"])]
+    print(
+        f"\n{desktop}'s agent holds lease {slot['lease_id']} for {m['running_type']} in slot "
+        f"{slot['slot']} after {figures['submit_to_lease_s']:.1f} s"
+    )
+    names, figures["lease_to_slot_s"] = wait(
+        "a VM's slot in the collector", lambda: pool_slots(m) or None, TIMEOUT_S, show
+    )
+    figures["accel_kvm"] = float(
+        "accel=kvm" in on_host(desktop, "pgrep", "-a", "-f", "qemu-system", check=False)
+    )
+    print(
+        f"\na VM ({'KVM' if figures['accel_kvm'] else 'TCG'}) joined the pool from its tunnel "
+        f"address after {figures['lease_to_slot_s']:.1f} s: {', '.join(names)} (slot "
+        f"{slot['slot']} of {desktop} is at {address})"
+    )
+
+    def all_done() -> dict[int, tuple[int, str]] | None:
+        states = job_states(m, [c for _, c in jobs])
+        return states if all(states.get(c, (0, ""))[0] == COMPLETED for _, c in jobs) else None
+
+    states, _ = wait("the jobs", all_done, TIMEOUT_S, show)
+    figures["submit_to_done_s"] = time.monotonic() - start
+    print()
+    for label, c in jobs:
+        print(f"{label} {c} ran on {states[c][1]}")
+    print(f"--- seed job's stdout (seed-job.out)\n{on_submit(m, 'cat', 'seed-job.out').strip()}")
+    print(f"--- seed job's output file (output.txt)\n{on_submit(m, 'cat', 'output.txt').strip()}")
+    print(f"--- unnamed job's stdout\n{on_submit(m, 'cat', 'unnamed-job.out').strip()}")
+    print(f"--- probe job's stdout\n{on_submit(m, 'cat', 'probe-job.out').strip()}")
+    vms = pool_slots(m)
+    for label, c in jobs:
+        if states[c][1] not in vms:
+            raise LabJobError(f"the {label} ran on {states[c][1]!r}, not in a lab VM ({list(vms)})")
+    if "campus unreachable" not in on_submit(m, "cat", "probe-job.out"):
+        raise LabJobError("the probe job reached the campus LAN from the research VM")
+    dropped = campus_drops(m) - drops_before
+    if dropped < 1:
+        raise LabJobError("the gateway's campus drop rule did not count the probe's packets")
+    print(f"the gateway dropped {dropped} packet(s) of the probe to the campus LAN")
+    return idle
+
+
+def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
+    """Step 4: a long job on a VM, then an owner's logon takes that VM out of the pool."""
+    long_job = submit(m, "long-job.sub")
+    print(f"submitted long job {long_job} (vm_name {m['running_type']})")
+
+    def long_state() -> str:
+        status, host = job_states(m, [long_job]).get(long_job, (0, ""))
+        return f"long job {STATUS.get(status, '?')}" + (f" on {host}" if host else "")
+
+    def running_on() -> tuple[str, str] | None:
+        status, host = job_states(m, [long_job]).get(long_job, (0, ""))
+        desktop = pool_slots(m).get(host) if status == RUNNING else None
+        return (host, desktop) if desktop else None
+
+    (slot_name, desktop), _ = wait(
+        "the long job running in a VM", running_on, TIMEOUT_S, long_state
+    )
+    sample = on_host(desktop, "ps", "-C", "cvmc", "-o", "rss=,pcpu=", check=False).split()
+    if len(sample) >= 2:
+        figures["agent_rss_mib"] = round(int(sample[0]) / 1024, 1)
+        figures["agent_cpu_percent"] = float(sample[1])
+    print(
+        f"\nthe long job runs; the owner of {desktop} logs on ({m['owner_user']}, `su -l` on a pty)"
+    )
+    # A logon through PAM on a pseudo-terminal, as over SSH: `su -l` under `script`. logind
+    # records it as CLASS=user, TYPE=tty (systemd 252 and 257 alike). A PAM session without a
+    # terminal (systemd-run -p PAMName=login) is CLASS=background, which is not an owner.
+    on_host(
+        desktop, "systemd-run", f"--unit={OWNER_UNIT}", "--collect",
+        "script", "-qec", f"su -l {m['owner_user']} -c 'sleep infinity'", "/dev/null",
+    )  # fmt: skip
+    t0 = time.monotonic()
+    _, figures["logon_to_vm_stopped_s"] = wait(
+        "the VM stopped", lambda: (not qemu_running(desktop)) or None, VACATE_TIMEOUT_S, long_state
+    )
+    wait(
+        "the VM's slot gone from the collector",
+        lambda: (slot_name not in pool_slots(m)) or None,
+        VACATE_TIMEOUT_S,
+        long_state,
+    )
+    figures["logon_to_slot_gone_s"] = time.monotonic() - t0
+    wait(
+        "the lease released",
+        lambda: (
+            all(not s.get("lease_id") for s in agent_status(m, desktop).get("slots", [])) or None
+        ),
+        VACATE_TIMEOUT_S,
+        long_state,
+    )
+    wait(
+        "the long job idle again",
+        lambda: job_states(m, [long_job]).get(long_job, (0, ""))[0] == IDLE or None,
+        VACATE_TIMEOUT_S,
+        long_state,
+    )
+    figures["logon_to_job_idle_s"] = time.monotonic() - t0
+    print(
+        f"\nlogon → VM stopped {figures['logon_to_vm_stopped_s']:.1f} s, slot gone from the pool "
+        f"{figures['logon_to_slot_gone_s']:.1f} s, job {long_job} idle again "
+        f"{figures['logon_to_job_idle_s']:.1f} s; the agent says: "
+        f"{agent_status(m, desktop).get('policy')}"
+    )
+    on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service")
+    on_submit(m, "condor_rm", str(long_job))
+
+
+def demand_for_idle_type(m: dict[str, Any], idle: int) -> None:
+    """Step 5: the job whose type has no image stays idle and shows as demand."""
+
+    def shown() -> tuple[int, int] | None:
+        try:
+            found = demand_shown(m)
+        except (LabJobError, OSError):  # the coordinator restarting: try again
+            return None
+        return found if min(found) >= 1 else None
+
+    def state() -> str:
+        status = job_states(m, [idle])[idle][0]
+        if status != IDLE:
+            raise LabJobError(f"job {idle} for {m['idle_type']} is {STATUS.get(status)}, not idle")
+        return f"job {idle} idle"
+
+    found, _ = wait("the coordinator showing the idle job", shown, DEMAND_TIMEOUT_S, state)
+    print(
+        f"\njob {idle} stays idle (no image of {m['idle_type']}); the coordinator shows it as "
+        f'demand: /metrics cvmc_demand_jobs{{vm_name="{m["idle_type"]}"}} {found[0]}, '
+        f"dashboard {found[1]}"
+    )
+
+
 def main() -> int:
     if not MANIFEST.is_file():
         print(
@@ -143,72 +402,18 @@ def main() -> int:
         )
         return 1
     m = json.loads(MANIFEST.read_text())
-    start = time.monotonic()
-    # A previous run's jobs go first; condor_rm fails when there is none, which is fine.
+    figures: dict[str, float] = {}
+    # A previous run's jobs and owner session go first; condor_rm fails when there is none.
     on_submit(m, "condor_rm", "-constraint", "lab_job =?= True", check=False)
-    seed = submit(m, "seed-job.sub")
-    idle = submit(m, "idle-job.sub")
-    unnamed = submit(m, "unnamed-job.sub")
-    print(
-        f"submitted as {m['user']} on {m['submit_host']}: seed job {seed} "
-        f"(vm_name {m['running_type']}), job {idle} (vm_name {m['idle_type']}, no VM runs it), "
-        f"job {unnamed} (no vm_name)"
-    )
-    while True:
-        elapsed = time.monotonic() - start
-        states = job_states(m, [seed, idle, unnamed])
-        text = " | ".join(
-            f"{label} {STATUS.get(states.get(c, (0, ''))[0], '?')}"
-            + (f" on {states[c][1]}" if c in states and states[c][1] else "")
-            for label, c in (("seed job", seed), ("no-VM job", idle), ("unnamed job", unnamed))
-        )
-        progress(text, elapsed)
-        if all(states.get(c, (0, ""))[0] == COMPLETED for c in (seed, unnamed)):
-            break
-        if elapsed > TIMEOUT_S:
-            print()
-            raise LabJobError(f"the jobs did not complete in {TIMEOUT_S} s: {text}")
-        time.sleep(2)
-    print()
-    for label, c in (("seed job", seed), ("unnamed job", unnamed)):
-        print(f"{label} {c} ran on {states[c][1]}")
-    print(f"--- seed job's stdout (seed-job.out)\n{on_submit(m, 'cat', 'seed-job.out').strip()}")
-    print(f"--- seed job's output file (output.txt)\n{on_submit(m, 'cat', 'output.txt').strip()}")
-    print(f"--- unnamed job's stdout\n{on_submit(m, 'cat', 'unnamed-job.out').strip()}")
-    for label, c in (("seed job", seed), ("unnamed job", unnamed)):
-        if not states[c][1].endswith("@" + m["vm_host"]):
-            raise LabJobError(f"the {label} ran on {states[c][1]!r}, not on {m['vm_host']}")
-
-    while True:
-        try:
-            shown = demand_shown(m)
-        except (LabJobError, OSError) as exc:  # the coordinator restarting: try again
-            print(f"\n({exc}; trying again)")
-            shown = (0, 0)
-        status = job_states(m, [idle])[idle][0]
-        progress(
-            f"job {idle} {STATUS.get(status, '?')}; coordinator demand for "
-            f"{m['idle_type']}: /metrics {shown[0]}, dashboard {shown[1]}",
-            time.monotonic() - start,
-        )
-        if status != IDLE:
-            print()
-            raise LabJobError(f"job {idle} for {m['idle_type']} is {STATUS.get(status)}, not idle")
-        if min(shown) >= 1:
-            break
-        if time.monotonic() - start > TIMEOUT_S + DEMAND_TIMEOUT_S:
-            print()
-            raise LabJobError(f"the coordinator did not show job {idle} as demand")
-        time.sleep(3)
-    print()
-    print(
-        f"job {idle} stays idle (no VM of {m['idle_type']} runs); the coordinator shows it as "
-        f'demand: /metrics cvmc_demand_jobs{{vm_name="{m["idle_type"]}"}} {shown[0]}, '
-        f"dashboard {shown[1]}"
-    )
+    end_owner_sessions(m)
+    idle = run_jobs(m, figures)
+    logon_vacates(m, figures)
+    demand_for_idle_type(m, idle)
+    FIGURES.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"figures: {json.dumps(figures)} (also in {FIGURES})")
     print(
         f"see it at {m['coordinator_url']}/ (CA: {m['coordinator_ca']}); "
-        f"`make lab-job` again removes it first"
+        f"`make lab-job` again removes its jobs first"
     )
     return 0
 

@@ -1,8 +1,8 @@
 """A desktop's whole Monday, replayed through the real control loop with a fake clock.
 
 Everything but the ports is real: the policy engine, the slot state machine, lease handling,
-the heartbeat payloads. The lab inventory's policy is the seed's default (owner-workday,
-Monday to Friday, 07:00-17:00, for a user present).
+the heartbeat payloads. The policy is the seed's default (owner-workday, Monday to Friday,
+07:00-17:00, for a user present: ``agent_fakes.lab_grid``).
 """
 
 from __future__ import annotations
