@@ -86,20 +86,28 @@ def submit(m: dict[str, Any], sub: str) -> int:
     return int(out.split(".")[0])
 
 
-def job_states(m: dict[str, Any], clusters: list[int]) -> dict[int, tuple[int, str]]:
-    """JobStatus and the slot of each cluster, from the queue, then from the history."""
-    states: dict[int, tuple[int, str]] = {}
+def job_states(m: dict[str, Any], clusters: list[int]) -> dict[int, tuple[int, str, str]]:
+    """JobStatus, the slot and the startd's address of each cluster, from the queue, then from
+    the history. The address is the one the schedd authenticated the startd at (the IP in
+    StartdPrincipal, `execute-side@matchsession/<ip>`): the VM's tunnel address, which the
+    gateway pins per VM, whatever name the VM gives its slots."""
+    states: dict[int, tuple[int, str, str]] = {}
     wanted = " || ".join(f"ClusterId == {c}" for c in clusters)
     for tool in ("condor_q", "condor_history"):
         out = on_submit(
             m, tool, "-constraint", wanted, "-af", "ClusterId", "JobStatus", "RemoteHost",
-            "LastRemoteHost",
+            "LastRemoteHost", "StartdPrincipal",
         )  # fmt: skip
         for line in out.splitlines():
-            cluster, status, remote, last = (line.split() + ["undefined"] * 4)[:4]
+            cluster, status, remote, last, principal = (line.split() + ["undefined"] * 5)[:5]
             if int(cluster) not in states:
                 host = remote if remote != "undefined" else last
-                states[int(cluster)] = (int(status), "" if host == "undefined" else host)
+                address = principal.rsplit("/", 1)[-1] if "/" in principal else ""
+                states[int(cluster)] = (
+                    int(status),
+                    "" if host == "undefined" else host,
+                    address,
+                )
     return states
 
 
@@ -130,18 +138,19 @@ def lab_vms(m: dict[str, Any]) -> dict[str, str]:
 
 
 def pool_slots(m: dict[str, Any]) -> dict[str, str]:
-    """The collector's slots of the running type, by name, each with its desktop: a slot counts
-    when its startd's address (MyAddress) is one of the lab desktops' VM tunnel addresses."""
+    """The VMs with a slot of the running type in the collector, by tunnel address, each with
+    its desktop: a slot counts when its startd's address (MyAddress) is one of the lab
+    desktops' VM tunnel addresses."""
     out = on_submit(
         m, "condor_status", "-constraint", f'vm_name =?= "{m["running_type"]}"',
         "-af", "Name", "MyAddress",
     )  # fmt: skip
     found = {}
     for line in out.splitlines():
-        name, _, my_address = line.partition(" ")
+        _, _, my_address = line.partition(" ")
         for address, desktop in lab_vms(m).items():
             if f"<{address}:" in my_address:
-                found[name] = desktop
+                found[address] = desktop
     return found
 
 
@@ -254,7 +263,7 @@ def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
     def show() -> str:
         states = job_states(m, [c for _, c in jobs])
         return " | ".join(
-            f"{label} {STATUS.get(states.get(c, (0, ''))[0], '?')}" for label, c in jobs
+            f"{label} {STATUS.get(states.get(c, (0, '', ''))[0], '?')}" for label, c in jobs
         )
 
     (desktop, slot), figures["submit_to_lease_s"] = wait(
@@ -265,7 +274,7 @@ def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
         f"\n{desktop}'s agent holds lease {slot['lease_id']} for {m['running_type']} in slot "
         f"{slot['slot']} after {figures['submit_to_lease_s']:.1f} s"
     )
-    names, figures["lease_to_slot_s"] = wait(
+    vms, figures["lease_to_slot_s"] = wait(
         "a VM's slot in the collector", lambda: pool_slots(m) or None, TIMEOUT_S, show
     )
     figures["accel_kvm"] = float(
@@ -273,27 +282,30 @@ def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
     )
     print(
         f"\na VM ({'KVM' if figures['accel_kvm'] else 'TCG'}) joined the pool from its tunnel "
-        f"address after {figures['lease_to_slot_s']:.1f} s: {', '.join(names)} (slot "
-        f"{slot['slot']} of {desktop} is at {address})"
+        f"address after {figures['lease_to_slot_s']:.1f} s: "
+        f"{', '.join(f'{a} on {d}' for a, d in vms.items())} (slot {slot['slot']} of {desktop} "
+        f"is at {address})"
     )
 
-    def all_done() -> dict[int, tuple[int, str]] | None:
+    def all_done() -> dict[int, tuple[int, str, str]] | None:
         states = job_states(m, [c for _, c in jobs])
-        return states if all(states.get(c, (0, ""))[0] == COMPLETED for _, c in jobs) else None
+        return states if all(states.get(c, (0, "", ""))[0] == COMPLETED for _, c in jobs) else None
 
     states, _ = wait("the jobs", all_done, TIMEOUT_S, show)
     figures["submit_to_done_s"] = time.monotonic() - start
     print()
     for label, c in jobs:
-        print(f"{label} {c} ran on {states[c][1]}")
+        print(f"{label} {c} ran on {states[c][1]}, a VM at {states[c][2] or '?'}")
     print(f"--- seed job's stdout (seed-job.out)\n{on_submit(m, 'cat', 'seed-job.out').strip()}")
     print(f"--- seed job's output file (output.txt)\n{on_submit(m, 'cat', 'output.txt').strip()}")
     print(f"--- unnamed job's stdout\n{on_submit(m, 'cat', 'unnamed-job.out').strip()}")
     print(f"--- probe job's stdout\n{on_submit(m, 'cat', 'probe-job.out').strip()}")
-    vms = pool_slots(m)
     for label, c in jobs:
-        if states[c][1] not in vms:
-            raise LabJobError(f"the {label} ran on {states[c][1]!r}, not in a lab VM ({list(vms)})")
+        if states[c][2] not in lab_vms(m):
+            raise LabJobError(
+                f"the {label} ran on {states[c][1]!r} at {states[c][2]!r}, not in a lab desktop's "
+                f"VM ({', '.join(lab_vms(m))})"
+            )
     if "campus unreachable" not in on_submit(m, "cat", "probe-job.out"):
         raise LabJobError("the probe job reached the campus LAN from the research VM")
     dropped = campus_drops(m) - drops_before
@@ -309,15 +321,15 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     print(f"submitted long job {long_job} (vm_name {m['running_type']})")
 
     def long_state() -> str:
-        status, host = job_states(m, [long_job]).get(long_job, (0, ""))
+        status, host, _ = job_states(m, [long_job]).get(long_job, (0, "", ""))
         return f"long job {STATUS.get(status, '?')}" + (f" on {host}" if host else "")
 
     def running_on() -> tuple[str, str] | None:
-        status, host = job_states(m, [long_job]).get(long_job, (0, ""))
-        desktop = pool_slots(m).get(host) if status == RUNNING else None
-        return (host, desktop) if desktop else None
+        status, _, address = job_states(m, [long_job]).get(long_job, (0, "", ""))
+        desktop = pool_slots(m).get(address) if status == RUNNING else None
+        return (address, desktop) if desktop else None
 
-    (slot_name, desktop), _ = wait(
+    (vm_address, desktop), _ = wait(
         "the long job running in a VM", running_on, TIMEOUT_S, long_state
     )
     sample = on_host(desktop, "ps", "-C", "cvmc", "-o", "rss=,pcpu=", check=False).split()
@@ -340,7 +352,7 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     )
     wait(
         "the VM's slot gone from the collector",
-        lambda: (slot_name not in pool_slots(m)) or None,
+        lambda: (vm_address not in pool_slots(m)) or None,
         VACATE_TIMEOUT_S,
         long_state,
     )
@@ -355,7 +367,7 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     )
     wait(
         "the long job idle again",
-        lambda: job_states(m, [long_job]).get(long_job, (0, ""))[0] == IDLE or None,
+        lambda: job_states(m, [long_job]).get(long_job, (0, "", ""))[0] == IDLE or None,
         VACATE_TIMEOUT_S,
         long_state,
     )
