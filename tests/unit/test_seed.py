@@ -105,3 +105,37 @@ def test_meta_data_and_paths_are_checked() -> None:
         seed.meta_data("vm-1", "bad host")
     with pytest.raises(ValueError, match="not under /run/grid"):
         seed.user_data({"/etc/shadow": (b"x", 0o600)})
+
+
+def test_the_reader_takes_the_vm_host_name_from_the_meta_data_the_agent_writes() -> None:
+    module = reader()
+    assert module.hostname_from(seed.meta_data("cvmc-d-slot0-l-1", "lab-desktop-1-vm0")) == (
+        "lab-desktop-1-vm0"
+    )
+    assert module.hostname_from("") is None
+    assert module.hostname_from('{"instance-id": "x"}') is None
+
+
+@pytest.mark.parametrize(
+    ("meta_data", "message"),
+    [
+        ('{"local-hostname": "bad host"}', "not a host name"),
+        ('{"local-hostname": "a.b"}', "not a host name"),
+        ('{"local-hostname": "-vm0"}', "not a host name"),
+        ('{"local-hostname": "' + "a" * 64 + '"}', "not a host name"),
+        ('{"local-hostname": ["vm0"]}', "not a host name"),
+        ("[1, 2]", "not a mapping"),
+        ('{"local-hostname": "vm0", "pad": "' + "x" * 5000 + '"}', "larger than 4096"),
+    ],
+)
+def test_the_reader_refuses_a_host_name_that_is_not_one_label(meta_data: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        reader().hostname_from(meta_data)
+
+
+def test_the_hosts_file_names_the_vm_once_on_debians_own_name_line() -> None:
+    hosts = "127.0.0.1\tlocalhost\n127.0.1.1\tresearch-vm\n::1\tlocalhost ip6-localhost\n"
+    assert reader().hosts_with(hosts, "lab-desktop-1-vm0") == (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tlab-desktop-1-vm0\n"
+    )
+    assert reader().hosts_with("", "vm0") == "127.0.1.1\tvm0\n"

@@ -7,7 +7,9 @@ directory /var/lib/cloud/seed/nocloud. The identity (VPN certificate and key, HT
 vm_name, slot) lives in user-data as a `#cloud-config` with `write_files`, the form cloud-init
 itself understands. This reader applies only the `write_files` entries under /run/grid/ (a
 tmpfs), so the identity is never written to the image's disk and a seed cannot touch anything
-else. Images that run cloud-init get the same files from it.
+else. Images that run cloud-init get the same files from it. The meta-data's `local-hostname`
+(the VM's tunnel identity, such as `lab-desktop-1-vm0`) becomes the host name, so that each
+VM's HTCondor slots have a name of their own in the pool.
 
 Exit codes: 0 when the identity was written, or when no seed is attached (the units that need
 the identity then stay inactive); 1 when a seed is there but malformed.
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,41 @@ import yaml
 SEED_DIR = Path(os.environ.get("GRID_SEED_DIR", "/var/lib/cloud/seed/nocloud"))
 RUNTIME = PurePosixPath(os.environ.get("GRID_RUNTIME_DIR", "/run/grid"))
 LABELS = ("/dev/disk/by-label/cidata", "/dev/disk/by-label/CIDATA")
+HOSTS = Path(os.environ.get("GRID_HOSTS_FILE", "/etc/hosts"))
+MAX_META_DATA = 4096  # bytes; the agent writes about 100
+HOSTNAME = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
+def hostname_from(meta_data: str) -> str | None:
+    """The meta-data's local-hostname, checked (one DNS label); None when it names none. Raises
+    ValueError when the meta-data is malformed or the name is not a host name."""
+    if len(meta_data.encode()) > MAX_META_DATA:
+        raise ValueError(f"meta-data is larger than {MAX_META_DATA} bytes")
+    doc = yaml.safe_load(meta_data) if meta_data.strip() else {}
+    if not isinstance(doc, dict):
+        raise ValueError("meta-data is not a mapping")
+    name = doc.get("local-hostname")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not HOSTNAME.match(name):
+        raise ValueError(f"meta-data local-hostname {name!r} is not a host name")
+    return name
+
+
+def hosts_with(hosts: str, name: str) -> str:
+    """/etc/hosts with 127.0.1.1 naming ``name`` (Debian's line for the host's own name)."""
+    lines = [line for line in hosts.splitlines() if not line.startswith("127.0.1.1")]
+    return "\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n"
+
+
+def apply_hostname(name: str) -> None:
+    """Set the kernel's host name and the hosts file's own-name line (written, then renamed)."""
+    fd, tmp = tempfile.mkstemp(dir=HOSTS.parent, prefix=".hosts-")
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o644)
+        handle.write(hosts_with(HOSTS.read_text() if HOSTS.exists() else "", name))
+    os.replace(tmp, HOSTS)
+    socket.sethostname(name)
 
 
 def files_to_write(user_data: str) -> list[tuple[PurePosixPath, bytes, int]]:
@@ -71,32 +110,44 @@ def write(files: list[tuple[PurePosixPath, bytes, int]]) -> None:
         os.replace(tmp, target)
 
 
-def read_seed() -> str | None:
-    """user-data from an attached cidata volume, else from the seed directory, else None."""
+def read_seed() -> tuple[str, str] | None:
+    """(user-data, meta-data) from an attached cidata volume, else from the seed directory, else
+    None. A missing meta-data reads as empty."""
     for device in LABELS:
         if os.path.exists(device):
             with tempfile.TemporaryDirectory() as mount:
                 subprocess.run(["/usr/bin/mount", "-o", "ro", device, mount], check=True)
                 try:
-                    return (Path(mount) / "user-data").read_text()
+                    return _read_pair(Path(mount))
                 finally:
                     subprocess.run(["/usr/bin/umount", mount], check=False)
-    seed = SEED_DIR / "user-data"
-    return seed.read_text() if seed.exists() else None
+    return _read_pair(SEED_DIR) if (SEED_DIR / "user-data").exists() else None
+
+
+def _read_pair(directory: Path) -> tuple[str, str]:
+    meta = directory / "meta-data"
+    with open(meta, "rb") if meta.exists() else open(os.devnull, "rb") as handle:
+        meta_data = handle.read(MAX_META_DATA + 1).decode()
+    return (directory / "user-data").read_text(), meta_data
 
 
 def main() -> int:
-    user_data = read_seed()
-    if user_data is None:
+    seed = read_seed()
+    if seed is None:
         print("grid-seed: no NoCloud seed attached; nothing to do")
         return 0
+    user_data, meta_data = seed
     try:
         files = files_to_write(user_data)
-    except (ValueError, yaml.YAMLError) as exc:
+        name = hostname_from(meta_data)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
         print(f"grid-seed: the seed is malformed: {exc}", file=sys.stderr)
         return 1
     write(files)
     print(f"grid-seed: wrote {len(files)} identity files under {RUNTIME}")
+    if name is not None:
+        apply_hostname(name)
+        print(f"grid-seed: host name {name}")
     return 0
 
 

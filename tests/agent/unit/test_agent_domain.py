@@ -448,7 +448,8 @@ def test_the_seed_is_the_grids_format_under_run_grid() -> None:
     assert b"KEY1" not in user  # secrets only ever base64-encoded
     assert yaml.safe_load(meta) == {
         "instance-id": "cvmc-lab-pc01-slot1-l-9",
-        "local-hostname": "its-u11-boinc-20120415-s1",
+        # The VM's tunnel identity's name: unique in the pool, whatever its type.
+        "local-hostname": "lab-pc01-vm1",
     }
 
 

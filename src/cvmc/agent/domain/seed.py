@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 
 from cvmc.gridmodel import seed as grid_seed
-from cvmc.gridmodel.classad import validate_vm_name
+from cvmc.gridmodel import vpn
 
 __all__ = ["IDENTITY_FILES", "instance_id", "seed_files"]
 
@@ -40,8 +40,10 @@ def instance_id(desktop: str, slot: int, lease_id: str) -> str:
     return f"cvmc-{_safe(desktop, 'desktop')}-slot{slot}-{_safe(lease_id, 'lease_id')}"
 
 
-def hostname(vm_name: str, slot: int) -> str:
-    return f"{validate_vm_name(vm_name).replace('_', '-')}-s{slot}"[:63]
+def hostname(desktop: str, slot: int) -> str:
+    """The VM's host name: its tunnel identity's name (``lab-desktop-1-vm0``), unique in the pool,
+    so that its slots (``slot1@lab-desktop-1-vm0``) never share a name with another VM's."""
+    return vpn.identity_cn(desktop, slot, name="desktop")
 
 
 def seed_files(
@@ -65,5 +67,5 @@ def seed_files(
         name=f"slot {slot} identity",
         **fields,
     )
-    meta = grid_seed.meta_data(instance_id(desktop, slot, lease_id), hostname(vm_name, slot))
+    meta = grid_seed.meta_data(instance_id(desktop, slot, lease_id), hostname(desktop, slot))
     return meta.encode(), grid_seed.user_data(files).encode()
