@@ -41,7 +41,9 @@ lint: venv
 	yamllint --strict .
 	ansible-lint --strict
 
-unit: venv test-deps
+# testhosts first: the image and lab tests need its base images and apt repositories (in CI a
+# missing one fails them, it never skips them).
+unit: venv test-deps testhosts
 	pytest
 
 # The agent's integration tests need qemu, minisign, busybox and ISO readers (Debian packages).
