@@ -337,14 +337,16 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     # /proc, in clock ticks, not ps's lifetime average); QEMU's beside it.
     def usage(comm: str) -> tuple[float, float]:
         """(RSS in MiB, CPU seconds) of the process named ``comm`` on the desktop, or zeros."""
-        raw = on_host(desktop, "sh", "-c", f"cat /proc/$(pgrep -o -x {comm})/stat", check=False)
+        raw = on_host(
+            desktop, "sh", "-c", f"p=$(pgrep -o -x {comm}) && cat /proc/$p/stat", check=False
+        )
         fields = raw.rsplit(")", 1)[-1].split()
-        if len(fields) < 22:
+        if not raw.split(" ", 1)[0].isdigit() or len(fields) < 22:
             return (0.0, 0.0)
         # After the command: state is field 3, utime 14, stime 15, rss 24 (proc(5)).
         return int(fields[21]) * 4096 / 2**20, (int(fields[11]) + int(fields[12])) / 100
 
-    vm_process = on_host(desktop, "pgrep", "-a", "qemu-system", check=False)
+    vm_process = on_host(desktop, "pgrep", "-a", "-f", "qemu-system", check=False)
     qemu_comm = re.search(r"process=(cvmc-slot[0-9]+)", vm_process)
     comms = ("cvmc", qemu_comm.group(1) if qemu_comm else "qemu-system-x86")
     first, t_first = [usage(c) for c in comms], time.monotonic()
