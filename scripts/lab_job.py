@@ -4,8 +4,8 @@ playbooks/lab_job.yml has prepared the jobs on the submit node and written the m
 (~/.cache/desktop-grid/lab-job.json). This script drives the lab as its users would, through
 `podman exec` (as Ansible reaches the lab's containers), and follows each step:
 
-1. removes the lab-job jobs a previous run left in the queue (they carry `lab_job = True`) and
-   ends an owner session a previous run left open;
+1. removes the lab-job jobs a previous run left in the queue (they carry `lab_job = True`),
+   ends an owner session a previous run left open, and waits until that run's VMs are gone;
 2. as the unprivileged researcher on the submit node, submits the seed's job (`+vm_name`), a
    job for a VM type that has no image (it stays idle and shows as demand), a job without
    vm_name, and a probe job that tries the campus LAN from inside the VM;
@@ -441,6 +441,17 @@ def main() -> int:
     # A previous run's jobs and owner session go first; condor_rm fails when there is none.
     on_submit(m, "condor_rm", "-constraint", "lab_job =?= True", check=False)
     end_owner_sessions(m)
+    # A previous run's VMs leave once the coordinator sees their demand gone and revokes their
+    # leases: each figure then starts from no VM at all.
+    leftover = [d for d in m["desktops"] if qemu_running(d)]
+    if leftover:
+        wait(
+            "the previous run's VMs stopping",
+            lambda: not any(qemu_running(d) for d in m["desktops"]) or None,
+            TIMEOUT_S,
+            lambda: f"VMs on {', '.join(d for d in m['desktops'] if qemu_running(d))}",
+        )
+        print()
     idle = run_jobs(m, figures)
     logon_vacates(m, figures)
     demand_for_idle_type(m, idle)
