@@ -240,9 +240,22 @@ def campus_drops(m: dict[str, Any]) -> int:
     return int(found.group(1))
 
 
+def end_owner_session(m: dict[str, Any], desktop: str) -> None:
+    """Log the owner off ``desktop``: stop the logon's unit, then end the logind session, whose
+    scope holds the processes pam_systemd moved there (stopping the unit leaves them)."""
+    on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service", check=False)
+    on_host(desktop, "loginctl", "terminate-user", m["owner_user"], check=False)
+
+    def no_session() -> bool | None:
+        listed = on_host(desktop, "loginctl", "list-sessions", "--no-legend", check=False)
+        return not any(m["owner_user"] in line.split() for line in listed.splitlines()) or None
+
+    wait(f"the owner's session on {desktop} ended", no_session, VACATE_TIMEOUT_S, lambda: "open")
+
+
 def end_owner_sessions(m: dict[str, Any]) -> None:
     for desktop in m["desktops"]:
-        on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service", check=False)
+        end_owner_session(m, desktop)
 
 
 def run_jobs(m: dict[str, Any], figures: dict[str, float]) -> int:
@@ -401,7 +414,7 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
         f"{figures['logon_to_job_idle_s']:.1f} s; the agent says: "
         f"{agent_status(m, desktop).get('policy')}"
     )
-    on_host(desktop, "systemctl", "stop", f"{OWNER_UNIT}.service")
+    end_owner_session(m, desktop)
     on_submit(m, "condor_rm", str(long_job))
 
 
