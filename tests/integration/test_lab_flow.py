@@ -87,8 +87,13 @@ def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_v
     # Where the jobs ran: a slot whose startd is at a lab desktop's VM tunnel address.
     joined = re.search(r"a VM \((KVM|TCG)\) joined the pool from its tunnel address", job)
     assert joined, job[-6000:]
-    ran = re.findall(r"^(seed|unnamed|probe) job \d+ ran on (\S+)$", job, re.M)
-    assert {label for label, _ in ran} == {"seed", "unnamed", "probe"}, job[-6000:]
+    ran = re.findall(
+        r"^(seed|unnamed|probe) job \d+ ran on (\S+), a VM at (10\.[0-9.]+)$", job, re.M
+    )
+    assert {label for label, _, _ in ran} == {"seed", "unnamed", "probe"}, job[-6000:]
+    # Each VM is named after its tunnel identity (the seed's local-hostname): lab-desktop-N-vmK.
+    named = r"slot\d+(_\d+)?@lab-desktop-\d+-vm\d+"
+    assert all(re.fullmatch(named, slot) for _, slot, _ in ran), ran
     # The seed job's output came back to the researcher on the submit node.
     stdout = job.split("--- seed job's stdout (seed-job.out)\n", 1)[1].split("\n---", 1)[0]
     assert stdout.strip(), job[-6000:]
