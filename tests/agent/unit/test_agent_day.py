@@ -44,7 +44,7 @@ def test_a_desktops_monday(caplog: pytest.LogCaptureFixture) -> None:
     meta, user = world.seeds.seeds[0]
     assert json.loads(meta) == {
         "instance-id": "cvmc-lab-pc01-slot0-l-1",
-        "local-hostname": "its-u11-boinc-20120415-s0",
+        "local-hostname": "lab-pc01-vm0",
     }
     assert b"/run/grid/vm_name" in user
 
