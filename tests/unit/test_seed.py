@@ -139,3 +139,56 @@ def test_the_hosts_file_names_the_vm_once_on_debians_own_name_line() -> None:
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tlab-desktop-1-vm0\n"
     )
     assert reader().hosts_with("", "vm0") == "127.0.1.1\tvm0\n"
+
+
+def test_the_reader_sets_the_host_name_then_the_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = reader()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n127.0.1.1\tresearch-vm\n")
+    set_to: list[str] = []
+    monkeypatch.setattr(module, "HOSTS", hosts)
+    monkeypatch.setattr(module.socket, "sethostname", set_to.append)  # never this machine's
+    assert module.apply_hostname("lab-desktop-1-vm0") is None
+    assert set_to == ["lab-desktop-1-vm0"]
+    assert hosts.read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tlab-desktop-1-vm0\n"
+    assert oct(hosts.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]
+
+
+def test_a_container_that_may_not_rename_itself_keeps_its_name_and_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = reader()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.1.1\tvpn-vm1\n")
+
+    def refuse(name: str) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(module, "HOSTS", hosts)
+    monkeypatch.setattr(module.socket, "sethostname", refuse)
+    assert module.apply_hostname("lab-desktop-1-vm0") == (
+        "the kernel's host name: Operation not permitted"
+    )
+    assert hosts.read_text() == "127.0.1.1\tvpn-vm1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]
+
+
+def test_a_hosts_file_that_cannot_be_replaced_is_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = reader()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.1.1\tvpn-vm1\n")
+
+    def busy(src: str, dst: object) -> None:
+        raise OSError(16, "Device or resource busy")  # a bind-mounted /etc/hosts
+
+    monkeypatch.setattr(module, "HOSTS", hosts)
+    monkeypatch.setattr(module.socket, "sethostname", lambda name: None)
+    monkeypatch.setattr(module.os, "replace", busy)
+    assert module.apply_hostname("lab-desktop-1-vm0") == f"{hosts}: Device or resource busy"
+    assert hosts.read_text() == "127.0.1.1\tvpn-vm1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]

@@ -60,14 +60,24 @@ def hosts_with(hosts: str, name: str) -> str:
     return "\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n"
 
 
-def apply_hostname(name: str) -> None:
-    """Set the kernel's host name and the hosts file's own-name line (written, then renamed)."""
+def apply_hostname(name: str) -> str | None:
+    """Set the kernel's host name, then the hosts file's own-name line (written to a temporary
+    file, then renamed). None when both are set, else why not: a container may not set its
+    host name (no CAP_SYS_ADMIN) and has a hosts file bind-mounted by its runtime."""
+    try:
+        socket.sethostname(name)
+    except OSError as exc:
+        return f"the kernel's host name: {exc.strerror or exc}"
     fd, tmp = tempfile.mkstemp(dir=HOSTS.parent, prefix=".hosts-")
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o644)
-        handle.write(hosts_with(HOSTS.read_text() if HOSTS.exists() else "", name))
-    os.replace(tmp, HOSTS)
-    socket.sethostname(name)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(hosts_with(HOSTS.read_text() if HOSTS.exists() else "", name))
+        os.replace(tmp, HOSTS)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        return f"{HOSTS}: {exc.strerror or exc}"
+    return None
 
 
 def files_to_write(user_data: str) -> list[tuple[PurePosixPath, bytes, int]]:
@@ -146,8 +156,11 @@ def main() -> int:
     write(files)
     print(f"grid-seed: wrote {len(files)} identity files under {RUNTIME}")
     if name is not None:
-        apply_hostname(name)
-        print(f"grid-seed: host name {name}")
+        failed = apply_hostname(name)
+        if failed is None:
+            print(f"grid-seed: host name {name}")
+        else:  # the identity is written; only the name is missing (containers)
+            print(f"grid-seed: host name {name} not set: {failed}", file=sys.stderr)
     return 0
 
 
