@@ -141,54 +141,72 @@ def test_the_hosts_file_names_the_vm_once_on_debians_own_name_line() -> None:
     assert reader().hosts_with("", "vm0") == "127.0.1.1\tvm0\n"
 
 
-def test_the_reader_sets_the_host_name_then_the_hosts_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def hosts_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, Path]:
+    """The reader with its hosts file in ``tmp_path`` (Debian's own-name line for ``vpn-vm1``)."""
     module = reader()
     hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.0.1\tlocalhost\n127.0.1.1\tresearch-vm\n")
-    set_to: list[str] = []
+    hosts.write_text("127.0.0.1\tlocalhost\n127.0.1.1\tvpn-vm1\n")
     monkeypatch.setattr(module, "HOSTS", hosts)
+    return module, hosts
+
+
+def test_the_reader_sets_the_host_name_then_the_hosts_file(
+    hosts_reader: tuple[ModuleType, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, hosts = hosts_reader
+    set_to: list[str] = []
     monkeypatch.setattr(module.socket, "sethostname", set_to.append)  # never this machine's
     assert module.apply_hostname("lab-desktop-1-vm0") is None
     assert set_to == ["lab-desktop-1-vm0"]
     assert hosts.read_text() == "127.0.0.1\tlocalhost\n127.0.1.1\tlab-desktop-1-vm0\n"
     assert oct(hosts.stat().st_mode & 0o777) == "0o644"
-    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]
+    assert [p.name for p in hosts.parent.iterdir()] == ["hosts"]
 
 
-def test_a_container_that_may_not_rename_itself_keeps_its_name_and_hosts_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _refuse(*args: object) -> None:
+    raise PermissionError(1, "Operation not permitted")
+
+
+def _busy(*args: object) -> None:
+    raise OSError(16, "Device or resource busy")  # a bind-mounted /etc/hosts
+
+
+@pytest.mark.parametrize(
+    ("sethostname", "replace", "why"),
+    [
+        # A container without CAP_SYS_ADMIN: neither name nor file changes.
+        (_refuse, None, "the kernel's host name: Operation not permitted"),
+        # A hosts file the runtime bind-mounted: it stays as it was, no temp file is left.
+        (lambda name: None, _busy, "{hosts}: Device or resource busy"),
+    ],
+)
+def test_a_host_name_that_cannot_be_set_leaves_the_hosts_file_as_it_was(
+    hosts_reader: tuple[ModuleType, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    sethostname: object,
+    replace: object,
+    why: str,
 ) -> None:
+    module, hosts = hosts_reader
+    before = hosts.read_text()
+    monkeypatch.setattr(module.socket, "sethostname", sethostname)
+    if replace is not None:
+        monkeypatch.setattr(module.os, "replace", replace)
+    assert module.apply_hostname("lab-desktop-1-vm0") == why.format(hosts=hosts)
+    assert hosts.read_text() == before
+    assert [p.name for p in hosts.parent.iterdir()] == ["hosts"]
+
+
+def test_undecodable_or_oversized_meta_data_is_read_then_refused(tmp_path: Path) -> None:
     module = reader()
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.1.1\tvpn-vm1\n")
-
-    def refuse(name: str) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(module, "HOSTS", hosts)
-    monkeypatch.setattr(module.socket, "sethostname", refuse)
-    assert module.apply_hostname("lab-desktop-1-vm0") == (
-        "the kernel's host name: Operation not permitted"
-    )
-    assert hosts.read_text() == "127.0.1.1\tvpn-vm1\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]
-
-
-def test_a_hosts_file_that_cannot_be_replaced_is_left_as_it_was(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    module = reader()
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.1.1\tvpn-vm1\n")
-
-    def busy(src: str, dst: object) -> None:
-        raise OSError(16, "Device or resource busy")  # a bind-mounted /etc/hosts
-
-    monkeypatch.setattr(module, "HOSTS", hosts)
-    monkeypatch.setattr(module.socket, "sethostname", lambda name: None)
-    monkeypatch.setattr(module.os, "replace", busy)
-    assert module.apply_hostname("lab-desktop-1-vm0") == f"{hosts}: Device or resource busy"
-    assert hosts.read_text() == "127.0.1.1\tvpn-vm1\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]
+    (tmp_path / "user-data").write_text("#cloud-config\nwrite_files: []\n")
+    (tmp_path / "meta-data").write_bytes(b'{"local-hostname": "vm\xff0"}')
+    _, meta = module._read_pair(tmp_path)
+    with pytest.raises(ValueError, match="not a host name"):
+        module.hostname_from(meta)
+    (tmp_path / "meta-data").write_bytes(b"#" * 10_000)
+    _, meta = module._read_pair(tmp_path)
+    assert len(meta) == module.MAX_META_DATA + 1  # read no further than one byte past the bound
+    with pytest.raises(ValueError, match="larger than 4096"):
+        module.hostname_from(meta)

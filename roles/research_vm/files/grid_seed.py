@@ -137,7 +137,8 @@ def read_seed() -> tuple[str, str] | None:
 def _read_pair(directory: Path) -> tuple[str, str]:
     meta = directory / "meta-data"
     with open(meta, "rb") if meta.exists() else open(os.devnull, "rb") as handle:
-        meta_data = handle.read(MAX_META_DATA + 1).decode()
+        # Undecodable bytes become U+FFFD, which no host name holds: refused by hostname_from.
+        meta_data = handle.read(MAX_META_DATA + 1).decode("utf-8", "replace")
     return (directory / "user-data").read_text(), meta_data
 
 
@@ -150,7 +151,7 @@ def main() -> int:
     try:
         files = files_to_write(user_data)
         name = hostname_from(meta_data)
-    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError) as exc:
         print(f"grid-seed: the seed is malformed: {exc}", file=sys.stderr)
         return 1
     write(files)
