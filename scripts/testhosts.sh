@@ -184,12 +184,41 @@ network_smoke_test() {
     || die "podman cannot start a container on the internal network grid-lab: $out"
 }
 
-exec 9>/run/lock/desktop-grid-testhosts.lock
-flock 9
+# One run at a time (make lab, make test and molecule may start it together). flock -o holds
+# the lock in flock itself and closes it in this script: a daemon the run starts (aardvark-dns,
+# conmon, gpg-agent) must never inherit the lock and hold it after the run, or the next run
+# would wait for ever (a CI run waited 3600 s here, silently). The wait is bounded and names
+# whoever holds the lock.
+LOCK=/run/lock/desktop-grid-testhosts.lock
+LOCK_WAIT_S=${GRID_TESTHOSTS_LOCK_WAIT_S:-900}
+if [ -z "${__GRID_TESTHOSTS_LOCKED:-}" ]; then
+  export __GRID_TESTHOSTS_LOCKED=1
+  rc=0
+  flock -o -w "$LOCK_WAIT_S" -E 75 "$LOCK" "$BASH" "$0" "$@" || rc=$?
+  if [ "$rc" -eq 75 ]; then
+    holders=$(for fd in /proc/[0-9]*/fd/*; do
+                [ "$(readlink "$fd" 2>/dev/null)" = "$LOCK" ] && { pid=${fd#/proc/}; pid=${pid%%/*}
+                  printf '  %s %s\n' "$pid" "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"; }
+              done | sort -u) || true
+    die "another process has held $LOCK for $LOCK_WAIT_S s:"$'\n'"${holders:-  (none found)}"
+  fi
+  exit "$rc"
+fi
+# Every podman call is bounded: a podman that hangs (a stale storage lock) fails the run with
+# the command's name instead of holding it for ever.
+PODMAN_TIMEOUT_S=${GRID_TESTHOSTS_PODMAN_TIMEOUT_S:-900}
+podman() {
+  local rc=0
+  timeout --kill-after=10 "$PODMAN_TIMEOUT_S" podman "$@" || rc=$?
+  [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || log "ERROR: 'podman $*' did not finish in $PODMAN_TIMEOUT_S s"
+  return "$rc"
+}
+log "started (pid $$): packages, base images, runtime, smoke tests, networks"
 install_packages
 for spec in "${SUITES[@]}"; do build_image "${spec%%=*}" "${spec#*=}"; done
 configure_runtime
 smoke_test
 create_networks
 network_smoke_test
+log "ready"
 for spec in "${SUITES[@]}"; do echo "$IMAGE_PREFIX/${spec#*=}:latest"; done

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -55,24 +56,42 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(MISSING is not None, reason=s
 
 
 def make(target: str, timeout: float) -> tuple[str, float]:
-    """Run ``make <target>`` in the checkout as a user would; its output and seconds."""
+    """Run ``make <target>`` in the checkout as a user would; its output and seconds.
+
+    Past ``timeout`` the run is killed (its whole process group) and the test fails with the
+    output so far and this machine's process tree: a hang names what it waited for.
+    """
     start = time.monotonic()
-    done = subprocess.run(
+    proc = subprocess.Popen(
         ["make", "-C", str(ROOT), target],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
-        timeout=timeout,
+        start_new_session=True,
     )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = subprocess.run(
+            ["ps", "-eo", "pid,ppid,etimes,args", "--forest"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(
+            f"make {target} did not finish in {timeout:.0f} s; its output:\n{out[-6000:]}\n"
+            f"processes:\n{tree[-8000:]}"
+        )
     seconds = time.monotonic() - start
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, f"make {target} exited {done.returncode}:\n{out[-6000:]}"
+    assert proc.returncode == 0, f"make {target} exited {proc.returncode}:\n{out[-6000:]}"
     return out, seconds
 
 
 def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_vacates_it() -> None:
     FIGURES.unlink(missing_ok=True)
-    lab, lab_s = make("lab", 3600)
+    lab, lab_s = make("lab", 2400)
     recap = lab.rsplit("PLAY RECAP", 1)[-1]
     assert "ok=" in recap, lab[-6000:]
     assert not re.search(r"(failed|unreachable)=[1-9]", recap), recap
@@ -83,7 +102,7 @@ def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_v
     assert "lab-vm-1" not in names
     assert {"lab-desktop-1", "lab-gateway", "lab-cm", "lab-submit", "lab-coordinator"} <= set(names)
 
-    job, job_s = make("lab-job", 3600)
+    job, job_s = make("lab-job", 1800)
     # Where the jobs ran: a slot whose startd is at a lab desktop's VM tunnel address.
     joined = re.search(r"a VM \((KVM|TCG)\) joined the pool from its tunnel address", job)
     assert joined, job[-6000:]
