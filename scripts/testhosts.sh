@@ -71,6 +71,52 @@ debian_mirror() {
   echo "$uri"
 }
 
+# --- 0. records of killed containers --------------------------------------------------------
+# When a machine's processes are all killed without a reboot (a session's end, a CI runner that
+# reuses its host, the OOM killer on conmon), podman's records survive in /run, which is not a
+# tmpfs on every host: a container it calls "running" whose processes are gone ("cannot exec in
+# a stopped container"), still holding its network namespace and its fixed address, and lock
+# numbers that no longer match /dev/shm. `make lab` then "starts" a dead container and fails on
+# its first command. Repair podman's records before anything uses them.
+# alive PID: the process exists and is not a zombie (a killed init whose conmon died too waits
+# unreaped, and `kill -0` still finds it).
+alive() {
+  local stat
+  [ "${1:-0}" -gt 0 ] && stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  case "${stat%% *}" in Z|X|x) return 1 ;; esac
+}
+
+recover_killed_containers() {
+  local ids=() id status pid conmon labels name nets net spec ours
+  # No podman and no conmon alive: no lock can be held and no container can run, so every
+  # lock is re-created (one held by a killed podman would hang the next command for ever).
+  if ! pgrep -x conmon >/dev/null && ! pgrep -x podman >/dev/null; then
+    podman system renumber || die "podman system renumber failed"
+  fi
+  mapfile -t ids < <(podman ps -aq)
+  [ ${#ids[@]} -gt 0 ] || return 0
+  while IFS='|' read -r id status pid conmon labels name nets; do
+    case "$status" in running|paused|stopping) ;; *) continue ;; esac
+    if alive "$pid" && alive "$conmon"; then continue; fi
+    # The project's own: labelled desktop-grid.* (the lab's, the image builds') or on one of
+    # its test networks (molecule's).
+    ours=""
+    case " $labels" in *" desktop-grid."*) ours=yes ;; esac
+    for spec in "${NETWORKS[@]}"; do
+      for net in $nets; do [ "$net" = "${spec%%=*}" ] && ours=yes; done
+    done
+    if [ -n "$ours" ]; then
+      log "container $name: podman records it $status, but its processes ($pid, conmon $conmon) are gone; removing it and its network namespace"
+      podman rm -f "$id" >/dev/null 2>&1 || die "could not remove the dead container $name"
+    else
+      log "WARNING: container $name (not the project's) is recorded $status, but its processes are gone; left as it is"
+    fi
+  done < <(podman inspect --format \
+      '{{.Id}}|{{.State.Status}}|{{.State.Pid}}|{{.State.ConmonPid}}|{{range $k, $v := .Config.Labels}}{{$k}} {{end}}|{{.Name}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' \
+      "${ids[@]}")
+}
+
 # --- 3. OCI runtime ------------------------------------------------------------------------
 write_dropin() {  # $1: the default runtime's name, $2: the shim's path if installed (or "")
   local tmp
@@ -213,8 +259,9 @@ podman() {
   [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || log "ERROR: 'podman $*' did not finish in $PODMAN_TIMEOUT_S s"
   return "$rc"
 }
-log "started (pid $$): packages, base images, runtime, smoke tests, networks"
+log "started (pid $$): packages, dead containers, base images, runtime, smoke tests, networks"
 install_packages
+recover_killed_containers
 for spec in "${SUITES[@]}"; do build_image "${spec%%=*}" "${spec#*=}"; done
 configure_runtime
 smoke_test
