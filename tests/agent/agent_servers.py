@@ -161,6 +161,8 @@ class CoordinatorServer:
         self.errors: list[str] = []
         self.on_heartbeat: Callable[[dict[str, Any]], None] | None = None
         self.down = False
+        #: A hostile coordinator: the ``last_seq`` its 409 replies name instead of the true one.
+        self.claimed_last_seq: object = None
         self.cert, key = self_signed(directory)
         server = self
 
@@ -192,11 +194,11 @@ class CoordinatorServer:
                 if record is None:
                     self._error("unknown_desktop", "enrol first")
                     return None
-                try:
-                    seq = int(self.headers.get("X-CVMC-Seq", ""))
-                except ValueError:
+                raw_seq = self.headers.get("X-CVMC-Seq", "")
+                if not re.fullmatch(protocol.SEQ_PATTERN, raw_seq):
                     self._error("malformed", "X-CVMC-Seq")
                     return None
+                seq = int(raw_seq)
                 scheme, _, mac = self.headers.get("Authorization", "").partition(" ")
                 expected = hmac.new(
                     record["credential"],
@@ -209,7 +211,9 @@ class CoordinatorServer:
                     self._error("bad_signature", "HMAC mismatch")
                     return None
                 if seq <= record["last_seq"]:
-                    self._error("replayed_sequence", "seq too low", last_seq=record["last_seq"])
+                    claimed = server.claimed_last_seq
+                    last = record["last_seq"] if claimed is None else claimed
+                    self._error("replayed_sequence", "seq too low", last_seq=last)
                     return None
                 record["last_seq"] = seq
                 return desktop

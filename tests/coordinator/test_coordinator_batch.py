@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from cvmc.coordinator.ports import (
     ReplayedError,
     RevokedError,
     UnknownDesktopError,
+    UnstorableError,
 )
 from cvmc.coordinator.service.coordinator import Coordinator
 
@@ -136,21 +138,24 @@ def test_an_empty_batch_writes_nothing(coordinator: Coordinator) -> None:
 
 
 @postgresql_only
-def test_a_failing_batch_writes_none_of_its_heartbeats(coordinator: Coordinator) -> None:
+def test_a_refused_heartbeat_fails_alone_and_writes_nothing(coordinator: Coordinator) -> None:
     """A statement the database refuses (a policy text longer than its column: the schema check
-    stops that over HTTP, so it is made here) fails the whole batch, and none of it stays."""
+    stops that over HTTP, so it is made here) fails its own heartbeat only (issue 15: it used
+    to fail the whole batch); none of it stays, and the connection goes back healthy."""
     a = enrol(coordinator, "desk00")
     b = enrol(coordinator, "desk04")
     good = item(coordinator, *a, 1, heartbeat())
     bad_update = item(coordinator, *b, 1, heartbeat()).update
     bad = HeartbeatItem(b[0], 1, type(bad_update)(**{**bad_update.__dict__, "policy": "x" * 400}))
-    before = _rows(coordinator, select(desktops.c.id, desktops.c.last_seq, desktops.c.last_seen))
-    with pytest.raises(Exception, match="too long"):
-        coordinator.store.heartbeats([good, bad], coordinator.clock(), 600.0)
-    after = _rows(coordinator, select(desktops.c.id, desktops.c.last_seq, desktops.c.last_seen))
-    assert after == before
+    before = _rows(coordinator, select(desktops.c.id, desktops.c.last_seq))
+    ok, refused = coordinator.store.heartbeats([good, bad], coordinator.clock(), 600.0)
+    assert ok == []
+    assert isinstance(refused, UnstorableError)
+    assert "too long" in str(refused)
+    after = _rows(coordinator, select(desktops.c.id, desktops.c.last_seq))
+    assert after == sorted([(a[0], 1), (b[0], 0)]) != before
     # The connection went back healthy: the next batch goes through.
-    (result,) = coordinator.store.heartbeats([good], coordinator.clock(), 600.0)
+    (result,) = coordinator.store.heartbeats([replace(good, seq=2)], coordinator.clock(), 600.0)
     assert result == []
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Store",
     "TokenUsedError",
     "UnknownDesktopError",
+    "UnstorableError",
 ]
 
 
@@ -41,6 +42,12 @@ class RevokedError(Exception):
 
 class UnknownDesktopError(Exception):
     """No desktop has this id (never enrolled, or enrolled again under a new id)."""
+
+
+class UnstorableError(Exception):
+    """The database refused one heartbeat's values (a number out of its column's range, a
+    string it cannot hold). The schema check stops such values first; this keeps one that got
+    past it to its own request, never its batch's."""
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,11 @@ class HeartbeatItem:
 
 
 #: What a store answers for one heartbeat: the desktop's current leases, or its refusal.
-HeartbeatResult = list[LeaseView] | ReplayedError | RevokedError | UnknownDesktopError
+HeartbeatResult = (
+    list[LeaseView] | ReplayedError | RevokedError | UnknownDesktopError | UnstorableError
+)
 
-_REFUSALS = (ReplayedError, RevokedError, UnknownDesktopError)
+_REFUSALS = (ReplayedError, RevokedError, UnknownDesktopError, UnstorableError)
 
 
 @dataclass(frozen=True)
@@ -129,14 +138,16 @@ class Store(ABC):
     def heartbeat(
         self, desktop_id: str, seq: int, now: float, update_: HeartbeatUpdate, backoff_s: float
     ) -> list[LeaseView]:
-        """Apply a heartbeat atomically; return the desktop's current leases."""
+        """Apply a heartbeat atomically; return the desktop's current leases.
+        ``UnstorableError`` (nothing written) if the database refuses its values."""
 
     def heartbeats(
         self, items: Sequence[HeartbeatItem], now: float, backoff_s: float
     ) -> list[HeartbeatResult]:
         """Apply several heartbeats in order, each as ``heartbeat`` would; a refusal is that
         item's result, not an exception. A store whose database allows it overrides this to
-        use fewer round trips (group commit); an exception here fails the whole batch."""
+        use fewer round trips (group commit), and then isolates a heartbeat the database
+        refuses (``UnstorableError`` for it alone); another exception fails the whole batch."""
         results: list[HeartbeatResult] = []
         for item in items:
             try:

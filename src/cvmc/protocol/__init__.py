@@ -1,7 +1,8 @@
 """The wire contract between the desktop agent and the coordinator.
 
 JSON schemas, error codes, the API prefix, request signing, leases and declines, heartbeat
-replies, image manifests and the catalogue: everything both sides must agree on, and nothing
+replies, the values a number or a string may hold (``values``), image manifests and the
+catalogue: everything both sides must agree on, and nothing
 either side does with it. It stands on the standard library and ``cvmc.gridmodel`` only, so
 that the agent (every desktop) and the coordinator (one server) each depend on the contract,
 never on each other (tests/unit/test_package_boundaries.py checks it).
@@ -33,6 +34,7 @@ from cvmc.protocol.schemas import (
     MANIFEST_SCHEMA,
     SLOT_STATES,
 )
+from cvmc.protocol.values import MAX_INT, MAX_SEQ, SEQ_PATTERN, TEXT_PATTERN, is_seq
 
 __all__ = [
     "API_PREFIX",
@@ -47,12 +49,17 @@ __all__ = [
     "HEARTBEAT_REPLY_SCHEMA",
     "HEARTBEAT_SCHEMA",
     "MANIFEST_SCHEMA",
+    "MAX_INT",
+    "MAX_SEQ",
+    "SEQ_PATTERN",
     "SLOT_STATES",
+    "TEXT_PATTERN",
     "CatalogueEntry",
     "Decline",
     "HeartbeatReply",
     "Lease",
     "Manifest",
+    "is_seq",
     "parse_catalogue",
     "parse_heartbeat_reply",
     "parse_lease",

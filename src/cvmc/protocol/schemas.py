@@ -11,6 +11,7 @@ from typing import Any
 from cvmc.protocol.api import ERROR_CODES
 from cvmc.protocol.images import DISK_FORMATS
 from cvmc.protocol.leases import DECLINE_REASONS
+from cvmc.protocol.values import MAX_SEQ, integer, text
 
 __all__ = [
     "CATALOGUE_SCHEMA",
@@ -34,7 +35,8 @@ _NAME = {
 }
 _LEASE_ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
 _SHA = {"type": "string", "pattern": r"^[0-9a-f]{64}$"}
-_COUNT = {"type": "integer", "minimum": 0}
+#: Every integer a desktop sends is bounded to what the store holds (``cvmc.protocol.values``).
+_COUNT = integer()
 
 ENROL_REQUEST_SCHEMA: dict[str, Any] = {
     "$id": "cvmc/enrol-request",
@@ -42,9 +44,9 @@ ENROL_REQUEST_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["token", "desktop", "agent_version", "platform"],
     "properties": {
-        "token": {"type": "string", "minLength": 16, "maxLength": 256},
-        "desktop": {"type": "string", "minLength": 1, "maxLength": 253},
-        "agent_version": {"type": "string", "maxLength": 32},
+        "token": {**text(256), "minLength": 16},
+        "desktop": {**text(253), "minLength": 1},
+        "agent_version": text(32),
         "platform": {"enum": ["linux", "windows"]},
     },
 }
@@ -76,7 +78,7 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
     ],
     "properties": {
         "sent_at": {"type": "string", "format": "date-time"},
-        "agent_version": {"type": "string", "maxLength": 32},
+        "agent_version": text(32),
         "state": {
             "type": "object",
             "additionalProperties": False,
@@ -85,9 +87,9 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
                 "users": _COUNT,
                 "may_run": {"type": "boolean"},
                 "may_start": {"type": "boolean"},
-                "policy": {"type": "string", "maxLength": 300},
-                "blackout": {"type": ["string", "null"]},
-                "battery_percent": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+                "policy": text(300),
+                "blackout": text(300, nullable=True),
+                "battery_percent": {**integer(0, 100), "type": ["integer", "null"]},
                 "on_ac": {"type": ["boolean", "null"]},
             },
         },
@@ -104,21 +106,21 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
                 "hypervisor_version",
             ],
             "properties": {
-                "cpus": {"type": "integer", "minimum": 1},
+                "cpus": integer(1),
                 "memory_total_mb": _COUNT,
                 "memory_free_mb": _COUNT,
                 "disk_free_mb": _COUNT,
                 "hw_virt": {"type": "boolean"},
-                "hw_virt_held_by": {"type": ["string", "null"]},
+                "hw_virt_held_by": text(300, nullable=True),
                 "hypervisor": {"enum": ["qemu", "virtualbox"]},
-                "hypervisor_version": {"type": "string", "maxLength": 64},
+                "hypervisor_version": text(64),
             },
         },
         "capacity": {
             "type": "object",
             "additionalProperties": False,
             "required": ["max_vms", "free_slots"],
-            "properties": {"max_vms": {"type": "integer", "minimum": 1}, "free_slots": _COUNT},
+            "properties": {"max_vms": integer(1), "free_slots": _COUNT},
         },
         "slots": {
             "type": "array",
@@ -129,12 +131,12 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "slot": _COUNT,
                     "state": {"enum": list(SLOT_STATES)},
-                    "vm_name": {"type": ["string", "null"]},
-                    "lease_id": {"type": ["string", "null"]},
+                    "vm_name": text(63, nullable=True),
+                    "lease_id": text(64, nullable=True),
                     "cpus": _COUNT,
                     "memory_mb": _COUNT,
                     "since_s": {"type": "number", "minimum": 0},
-                    "reason": {"type": "string", "maxLength": 300},
+                    "reason": text(300),
                 },
             },
         },
@@ -147,7 +149,7 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "lease_id": _LEASE_ID,
                     "reason": {"enum": list(DECLINE_REASONS)},
-                    "detail": {"type": "string", "maxLength": 300},
+                    "detail": text(300),
                 },
             },
         },
@@ -178,8 +180,8 @@ HEARTBEAT_REPLY_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "lease_id": _LEASE_ID,
                     "vm_name": _NAME,
-                    "cpus": {"type": "integer", "minimum": 1},
-                    "memory_mb": {"type": "integer", "minimum": 1},
+                    "cpus": integer(1),
+                    "memory_mb": integer(1),
                     "ttl_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
                 },
             },
@@ -230,6 +232,6 @@ ERROR_SCHEMA: dict[str, Any] = {
     "properties": {
         "error": {"enum": list(ERROR_CODES)},
         "message": {"type": "string"},
-        "last_seq": {"type": "integer", "minimum": 0},
+        "last_seq": integer(0, MAX_SEQ),
     },
 }

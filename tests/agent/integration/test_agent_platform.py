@@ -17,6 +17,7 @@ import pytest
 from agent.agent_fakes import identity_files
 from agent.agent_servers import CoordinatorServer
 
+from cvmc import protocol
 from cvmc.agent.adapters.hostprobe import LinuxProbe, WindowsProbe
 from cvmc.agent.adapters.http_coordinator import AgentState, HttpCoordinator
 from cvmc.agent.adapters.keystore import CRYPTPROTECT_UI_FORBIDDEN, DataBlob, DpapiKeyStore
@@ -450,6 +451,55 @@ def test_enrol_sign_and_sequence_numbers(tmp_path: Path) -> None:
         with pytest.raises(CoordinatorError) as down:
             client().heartbeat({})
         assert down.value.code == "unavailable"
+    finally:
+        server.close()
+
+
+def test_a_huge_last_seq_is_refused_and_an_out_of_range_sequence_recovers(tmp_path: Path) -> None:
+    """Issue 15, finding 7: a 409 naming a ``last_seq`` above ``MAX_SEQ`` (or not an integer)
+    is a protocol error, and the agent keeps its own sequence: following it would push its
+    next number past what the coordinator accepts (19 digits), locking the desktop out for
+    good. A stored sequence out of range starts again from 0 and the 409 puts it right."""
+    import ssl  # noqa: PLC0415
+
+    server = CoordinatorServer(tmp_path)
+    try:
+        token = tmp_path / "token"
+        token.write_text("one-time-token-0123456789")
+        seq_file = tmp_path / "state" / "seq.json"
+
+        def client(token_file: str | None = None) -> HttpCoordinator:
+            return HttpCoordinator(
+                server.url,
+                state=AgentState(str(tmp_path / "state"), bytes(32)),
+                desktop="lab-pc01",
+                platform="linux",
+                enrol_token_file=token_file,
+                ssl_context=ssl.create_default_context(cafile=server.cert),
+            )
+
+        client(str(token)).heartbeat({})
+        assert server.desktops["d-1"]["last_seq"] == 1
+        for claimed in (protocol.MAX_SEQ + 1, 2**70, 1e308, -1, True, "5"):
+            server.claimed_last_seq = claimed
+            seq_file.write_text(json.dumps({"seq": 0}))  # a lost state file: the next is a 409
+            with pytest.raises(CoordinatorError, match="last_seq") as info:
+                client().heartbeat({})
+            assert info.value.code == "malformed", claimed
+            assert json.loads(seq_file.read_text()) == {"seq": 1}, claimed
+        # An honest coordinator again: the same agent recovers in one request.
+        server.claimed_last_seq = None
+        seq_file.write_text(json.dumps({"seq": 0}))
+        client().heartbeat({})
+        assert server.desktops["d-1"]["last_seq"] == 2
+        # A stored sequence out of range (an older agent believed a huge last_seq): the agent
+        # starts from 0, the coordinator's 409 names its last number, and the agent goes on.
+        for stored in (protocol.MAX_SEQ, 10**19, -3, 2.5):
+            seq_file.write_text(json.dumps({"seq": stored}))
+            client().heartbeat({})
+        assert server.desktops["d-1"]["last_seq"] == 6
+        assert json.loads(seq_file.read_text()) == {"seq": 6}
+        assert server.errors.count("malformed") == 0
     finally:
         server.close()
 

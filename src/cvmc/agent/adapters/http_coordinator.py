@@ -51,7 +51,10 @@ class AgentState:
                 value = json.load(fh).get("seq", 0)
         except (FileNotFoundError, ValueError):
             return 0
-        return value if isinstance(value, int) and value >= 0 else 0
+        # Out of range, or with no number left above it (damaged, or written by an agent that
+        # believed a huge ``last_seq``): start again from 0; the coordinator's 409 names the
+        # number to continue above.
+        return value if protocol.is_seq(value) and value < protocol.MAX_SEQ else 0
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -59,7 +62,10 @@ class AgentState:
         return self._seq
 
     def at_least(self, seq: int) -> None:
-        """The coordinator has seen ``seq``: continue above it."""
+        """The coordinator has seen ``seq``: continue above it (never beyond ``MAX_SEQ``, which
+        the coordinator would refuse for good)."""
+        if not protocol.is_seq(seq):
+            raise ValueError(f"sequence number {seq!r} is outside 0..{protocol.MAX_SEQ}")
         if seq > self._seq:
             self._seq = seq
             write_private(self._seq_path, json.dumps({"seq": self._seq}).encode(), 0o644)
@@ -147,11 +153,14 @@ class HttpCoordinator(CoordinatorClient):
         except (ValueError, KeyError, TypeError, OSError):
             data, code, message = {}, "unavailable", ""
         last = data.get("last_seq") if isinstance(data, dict) else None
-        return CoordinatorError(
-            code,
-            f"HTTP {exc.code} {code}: {message}".strip(),
-            last if isinstance(last, int) else None,
-        )
+        if last is not None and not protocol.is_seq(last):
+            # A sequence the coordinator could never accept: following it would lock this
+            # desktop out for good. A protocol error; the agent keeps its own sequence.
+            return CoordinatorError(
+                "malformed",
+                f"HTTP {exc.code} {code}: last_seq is not an integer in 0..{protocol.MAX_SEQ}",
+            )
+        return CoordinatorError(code, f"HTTP {exc.code} {code}: {message}".strip(), last)
 
     # -- enrolment --------------------------------------------------------------------------
 

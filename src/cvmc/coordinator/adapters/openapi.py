@@ -46,7 +46,7 @@ _SIGNED = [
         "name": "X-CVMC-Seq",
         "in": "header",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        "schema": {"type": "string", "pattern": protocol.SEQ_PATTERN},
     },
     {
         "name": "Authorization",

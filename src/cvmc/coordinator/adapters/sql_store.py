@@ -6,6 +6,10 @@ requests cannot both pass), a SELECT of its leases, and lease changes only when 
 something new. On SQLite the web process's writers are serialized by a lock (the rounds
 process takes its turns through SQLite's own lock); on PostgreSQL heartbeats go in pipelined
 batches (``heartbeats``), and a single heartbeat is a batch of one.
+
+A heartbeat whose values the database refuses (``UnstorableError``; the schema check stops
+them first) fails alone: a PostgreSQL batch that fails with a data error is split in halves and
+sent again until the refused heartbeat is found, so no other desktop's heartbeat fails with it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -45,6 +51,7 @@ from cvmc.coordinator.ports import (
     Store,
     TokenUsedError,
     UnknownDesktopError,
+    UnstorableError,
 )
 from cvmc.gridmodel.addressing import desktop_id as canonical
 
@@ -103,9 +110,19 @@ _ACCEPT_PG = (
 _LEASE_STATE = (
     update(leases).where(leases.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
 )
+#: What a driver raises for a value its database cannot hold: a number out of the column's
+#: range, NUL in text (PostgreSQL), a lone surrogate (not UTF-8), an integer above 64 bits.
+_UNSTORABLE = (psycopg.DataError, sqlite3.DataError, ValueError, OverflowError)
 _AUTH = select(desktops.c.id, desktops.c.salt, desktops.c.last_seq, desktops.c.revoked_at).where(
     desktops.c.id == bindparam("b_id")
 )
+
+
+def _unstorable(exc: BaseException) -> UnstorableError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return UnstorableError(
+        f"the database cannot hold a value of it ({type(exc).__name__}: {first})"
+    )
 
 
 def _lease(row: Any) -> LeaseView:  # noqa: ANN401 - a SQLAlchemy row
@@ -314,7 +331,10 @@ class SqlStore(Store):
             unleased = sum(
                 1 for lease_id in update_.busy_lease_ids if lease_id is None or lease_id not in ours
             )
-            cursor.execute(_ACCEPT_SQLITE, _row_values(desktop_id, seq, now, update_, unleased))
+            try:
+                cursor.execute(_ACCEPT_SQLITE, _row_values(desktop_id, seq, now, update_, unleased))
+            except _UNSTORABLE as exc:
+                raise _unstorable(exc) from None
             if cursor.rowcount != 1:
                 raise self._refusal(conn, desktop_id)
             plan = _plan(current, update_, now)
@@ -325,31 +345,19 @@ class SqlStore(Store):
         self, items: Sequence[HeartbeatItem], now: float, backoff_s: float
     ) -> list[HeartbeatResult]:
         """PostgreSQL: the whole batch in one pipeline (one round trip, one commit) on the
-        heartbeat connection; refusals and lease changes, which are rare, follow."""
+        heartbeat connection; refusals and lease changes, which are rare, follow. A batch the
+        database refuses for a value is split until the refused heartbeat stands alone
+        (``UnstorableError``): the others are written."""
         if self._sqlite or not items:
             return super().heartbeats(items, now, backoff_s)
-        raw = self.heartbeat_engine.raw_connection()
-        try:
-            pg: Any = raw.driver_connection
-            cursors = []
-            with pg.pipeline():
-                for item in items:
-                    values = _row_values(item.desktop_id, item.seq, now, item.update, 0)
-                    values["b_busy"] = list(item.update.busy_lease_ids)
-                    cursor = pg.cursor()
-                    cursor.execute(_ACCEPT_PG, values, prepare=True)
-                    cursors.append(cursor)
-            answers = [cursor.fetchall() for cursor in cursors]
-            pg.commit()
-        except BaseException:
-            raw.invalidate()
-            raise
-        finally:
-            raw.close()
+        answers = self._accept_isolated(items, now)
         results: list[HeartbeatResult] = []
         plans: list[tuple[str, _Plan]] = []
         refused: list[int] = []
         for index, (item, rows) in enumerate(zip(items, answers, strict=True)):
+            if isinstance(rows, UnstorableError):
+                results.append(rows)
+                continue
             if not rows or rows[0][0] != 1:
                 refused.append(index)
                 results.append([])
@@ -368,6 +376,42 @@ class SqlStore(Store):
                 for desktop_id, plan in plans:
                     self._apply_plan(conn, desktop_id, plan, now, backoff_s)
         return results
+
+    def _accept_isolated(
+        self, items: Sequence[HeartbeatItem], now: float
+    ) -> list[list[Any] | UnstorableError]:
+        """Each item's accepting rows, or its ``UnstorableError``: a batch that fails with a
+        data error is sent again in halves (at most 2 log2(batch) more round trips per bad
+        heartbeat), so only the heartbeat the database refuses fails."""
+        try:
+            return list(self._accept_pg(items, now))
+        except _UNSTORABLE as exc:
+            if len(items) == 1:
+                return [_unstorable(exc)]
+        half = len(items) // 2
+        return self._accept_isolated(items[:half], now) + self._accept_isolated(items[half:], now)
+
+    def _accept_pg(self, items: Sequence[HeartbeatItem], now: float) -> list[list[Any]]:
+        """The batch's row updates in one pipeline and one commit; all or none of them."""
+        raw = self.heartbeat_engine.raw_connection()
+        try:
+            pg: Any = raw.driver_connection
+            cursors = []
+            with pg.pipeline():
+                for item in items:
+                    values = _row_values(item.desktop_id, item.seq, now, item.update, 0)
+                    values["b_busy"] = list(item.update.busy_lease_ids)
+                    cursor = pg.cursor()
+                    cursor.execute(_ACCEPT_PG, values, prepare=True)
+                    cursors.append(cursor)
+            answers: list[list[Any]] = [cursor.fetchall() for cursor in cursors]
+            pg.commit()
+        except BaseException:
+            raw.invalidate()
+            raise
+        finally:
+            raw.close()
+        return answers
 
     def _apply_plan(
         self, conn: Connection, desktop_id: str, plan: _Plan, now: float, backoff_s: float

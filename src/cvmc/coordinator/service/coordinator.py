@@ -40,12 +40,15 @@ from cvmc.coordinator.ports import (
     Store,
     TokenUsedError,
     UnknownDesktopError,
+    UnstorableError,
 )
 from cvmc.gridmodel.enrolment import verify_enrol_token
 from cvmc.protocol import (
     ENROL_REQUEST_SCHEMA,
     ERROR_CODES,
     HEARTBEAT_SCHEMA,
+    SEQ_PATTERN,
+    values,
 )
 
 __all__ = ["ApiError", "Coordinator", "RoundReport"]
@@ -53,7 +56,7 @@ __all__ = ["ApiError", "Coordinator", "RoundReport"]
 log = logging.getLogger("cvmc.coordinator")
 
 _DESKTOP_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
-_SEQ = re.compile(r"\A[0-9]{1,18}\Z")
+_SEQ = re.compile(SEQ_PATTERN)  # with fullmatch: no trailing newline
 _IDLE_SLOT_STATES = ("idle", "stopped")
 _CREDENTIAL_CACHE = 200_000
 
@@ -72,12 +75,26 @@ class ApiError(Exception):
         return {"error": self.code, "message": self.message, **self.extra}
 
 
-def _validator(schema: Mapping[str, Any]) -> Any:  # noqa: ANN401 - jsonschema_rs validator
-    return jsonschema_rs.validator_for(dict(schema))
+@dataclass(frozen=True)
+class _Schema:
+    """A request schema and its compiled validator."""
+
+    schema: dict[str, Any]
+    validator: Any  # a jsonschema_rs validator
 
 
-def _check(validator: Any, payload: object, what: str) -> None:  # noqa: ANN401
-    error = next(iter(validator.iter_errors(payload)), None)
+def _validator(schema: dict[str, Any]) -> _Schema:
+    return _Schema(schema, jsonschema_rs.validator_for(dict(schema)))
+
+
+def _check(schema: _Schema, payload: object, what: str) -> None:
+    """``ApiError`` (``malformed``, naming the JSON path) unless ``payload`` keeps the wire's
+    value rules (``cvmc.protocol.values``: no NUL, no lone surrogate, no float for an integer)
+    and then the schema (which bounds every integer to what the store holds)."""
+    why = values.problem(schema.schema, payload)
+    if why is not None:
+        raise ApiError("malformed", f"{what} {why}"[:500])
+    error = next(iter(schema.validator.iter_errors(payload)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.instance_path) or "(body)"
         raise ApiError("malformed", f"{what} {where}: {error.message}"[:500])
@@ -193,7 +210,7 @@ class Coordinator:
         raw_seq = headers.get("x-cvmc-seq", "")
         if not _DESKTOP_ID.match(desktop_id):
             raise ApiError("unknown_desktop", "X-CVMC-Desktop is missing or not a desktop id")
-        if not _SEQ.match(raw_seq):
+        if not _SEQ.fullmatch(raw_seq):
             raise ApiError("malformed", "X-CVMC-Seq is missing or not a decimal integer")
         seq = int(raw_seq)
         authorization = headers.get("authorization", "")
@@ -257,6 +274,8 @@ class Coordinator:
             ) from None
         except RevokedError:
             raise ApiError("revoked", f"{desktop_id} was revoked") from None
+        except UnstorableError as exc:
+            raise ApiError("malformed", f"heartbeat: {exc}"[:500]) from None
         except UnknownDesktopError:
             self._credentials.pop(desktop_id, None)
             raise ApiError(

@@ -1,0 +1,111 @@
+"""The wire's value rules: what a number or a string in a request or reply may hold.
+
+JSON itself bounds nothing: ``1e308`` passes a JSON Schema ``integer`` check (it has no
+fractional part), integers have no maximum, and strings may hold NUL and lone surrogates
+(``"\\ud800"``). The coordinator's store refuses such values (PostgreSQL's ``int4`` and
+``text``), or keeps them wrongly (SQLite stores a float in an integer column), so the schemas
+bound every integer to what the store holds (``MAX_INT``), give free text ``TEXT_PATTERN``,
+and ``problem`` checks what a schema cannot say: an integer written as a float, a number that
+is not finite, a lone surrogate. The coordinator runs ``problem`` on every request body before
+its schema check and before any write; the agent reads ``MAX_SEQ`` for its sequence numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+__all__ = [
+    "MAX_INT",
+    "MAX_SEQ",
+    "SEQ_PATTERN",
+    "TEXT_PATTERN",
+    "integer",
+    "is_seq",
+    "problem",
+    "text",
+]
+
+#: The largest integer a heartbeat's integer fields may hold: the store's ``int4`` columns.
+MAX_INT = 2**31 - 1
+#: The largest request sequence number (``X-CVMC-Seq``, ``last_seq``): 18 decimal digits, well
+#: inside the store's ``bigint``.
+MAX_SEQ = 10**18 - 1
+#: ``X-CVMC-Seq``: a decimal number of 1 to 18 digits (at most ``MAX_SEQ``).
+SEQ_PATTERN = r"^[0-9]{1,18}$"
+#: Free text: anything but NUL (PostgreSQL's ``text`` cannot hold it). ``problem`` also refuses
+#: lone surrogates, which no pattern can name.
+TEXT_PATTERN = "^[^\\u0000]*$"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def integer(minimum: int = 0, maximum: int = MAX_INT) -> dict[str, Any]:
+    """The schema of an integer field the store holds."""
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+def text(max_length: int, *, nullable: bool = False) -> dict[str, Any]:
+    """The schema of a free-text field of at most ``max_length`` characters."""
+    kind: str | list[str] = ["string", "null"] if nullable else "string"
+    return {"type": kind, "maxLength": max_length, "pattern": TEXT_PATTERN}
+
+
+def is_seq(value: object) -> bool:
+    """Whether ``value`` is a sequence number the coordinator can accept or answer."""
+    return type(value) is int and 0 <= value <= MAX_SEQ
+
+
+def _wants_integer(schema: Any) -> bool:  # noqa: ANN401 - a JSON schema node
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    kinds = kind if isinstance(kind, list) else [kind]
+    return "integer" in kinds and "number" not in kinds
+
+
+def _string_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "holds NUL (U+0000)"
+    if _SURROGATE.search(value):
+        return "holds a lone surrogate (not UTF-8)"
+    return None
+
+
+def _value_problem(schema: Any, value: object) -> str | None:  # noqa: ANN401 - a JSON schema node
+    if isinstance(value, str):
+        return _string_problem(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "is not a finite number"
+        if _wants_integer(schema):
+            return f"is not an integer (written as the number {value!r})"
+    return None
+
+
+def problem(schema: dict[str, Any], payload: object) -> str | None:
+    """The first value of ``payload`` that breaks the wire's value rules, as ``"path: why"``
+    (``state/users``, ``slots/0/reason``; ``(body)`` for the top), or ``None``.
+
+    It walks the parsed value with an explicit stack (no recursion), following the schema's
+    ``properties`` and ``items`` where it has them: every string and object key anywhere is
+    checked, and a float where the schema wants an integer is refused. The schema's own check
+    (types, bounds, lengths) comes after it.
+    """
+    stack: list[tuple[Any, object, str]] = [(schema, payload, "")]
+    while stack:
+        node, value, path = stack.pop()
+        why = _value_problem(node, value)
+        if why is not None:
+            return f"{path or '(body)'}: {why}"
+        if isinstance(value, dict):
+            properties = node.get("properties", {}) if isinstance(node, dict) else {}
+            for key, item in reversed(list(value.items())):
+                where = f"{path}/{key}" if path else str(key)
+                if isinstance(key, str) and (why := _string_problem(key)) is not None:
+                    return f"{path or '(body)'}: a key {why}"
+                stack.append((properties.get(key), item, where))
+        elif isinstance(value, list):
+            items = node.get("items") if isinstance(node, dict) else None
+            for index in reversed(range(len(value))):
+                stack.append((items, value[index], f"{path}/{index}" if path else str(index)))
+    return None
