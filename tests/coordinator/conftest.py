@@ -1,13 +1,19 @@
-"""Coordinator test fixtures: a database for each backend (SQLite, and PostgreSQL for real)."""
+"""Coordinator test fixtures: a database for each backend (SQLite, and PostgreSQL for real).
+
+Each pytest session creates its own PostgreSQL database on the configured server (named after
+the configured one, the process and a random suffix) and drops it at its end, so two runs at
+once (two developers, or a run beside the bench) never empty each other's tables (issue 15,
+finding 8). The configured role needs CREATEDB (scripts/test-postgres.sh grants it)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 #: scripts/test-postgres.sh (run by scripts/test-deps.sh) creates this role and database.
 POSTGRES_URL = os.environ.get(
@@ -26,20 +32,18 @@ def _postgres_problem() -> str | None:
     return None
 
 
-def _reset_postgres() -> None:
-    engine = create_engine(POSTGRES_URL)
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database: a SQLite file, or the test PostgreSQL database (emptied)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
-        return
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """This session's own PostgreSQL database, created on the configured server and dropped at
+    the end of the session."""
     problem = _postgres_problem()
     if problem is not None:
         message = (
@@ -49,5 +53,32 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    _reset_postgres()
-    yield POSTGRES_URL
+    configured = make_url(POSTGRES_URL)
+    name = f"{configured.database or 'cvmc_test'}_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        pytest.fail(
+            f"cannot create this run's database {name} as {configured.username}: {exc}; "
+            "the role needs CREATEDB (scripts/test-postgres.sh grants it)"
+        )
+    try:
+        yield configured.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or this session's PostgreSQL database (emptied)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'coordinator.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    _reset_postgres(url)
+    yield url
