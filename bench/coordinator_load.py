@@ -41,10 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from pg_scratch import scratch_database  # noqa: E402
 
 from cvmc.coordinator.adapters.schema import desktops as desktops_table  # noqa: E402
 from cvmc.coordinator.domain.auth import derive_credential  # noqa: E402
@@ -334,16 +337,12 @@ def phase(
 
 
 def bench(backend: str, url: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="cvmc-load-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cvmc-load-")))
         if backend == "sqlite":
             url = f"sqlite:///{work / 'coordinator.db'}"
-        else:
-            engine = create_engine(url)
-            with engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
-            engine.dispose()
+        else:  # a database of this run's own: another run or a test session may be on the server
+            url = stack.enter_context(scratch_database(url))
         port = free_port()
         t0 = time.perf_counter()
         config, creds = setup(work, url, args.desktops, port)

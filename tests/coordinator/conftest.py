@@ -7,13 +7,14 @@ finding 8). The configured role needs CREATEDB (scripts/test-postgres.sh grants 
 
 from __future__ import annotations
 
+import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
+from pg_scratch import scratch_database
+from sqlalchemy import create_engine, text
 
 #: scripts/test-postgres.sh (run by scripts/test-deps.sh) creates this role and database.
 POSTGRES_URL = os.environ.get(
@@ -53,24 +54,12 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    configured = make_url(POSTGRES_URL)
-    name = f"{configured.database or 'cvmc_test'}_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        pytest.fail(
-            f"cannot create this run's database {name} as {configured.username}: {exc}; "
-            "the role needs CREATEDB (scripts/test-postgres.sh grants it)"
-        )
-    try:
-        yield configured.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(POSTGRES_URL))
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
