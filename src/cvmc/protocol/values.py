@@ -66,7 +66,7 @@ def _wants_integer(schema: Any) -> bool:  # noqa: ANN401 - a JSON schema node
 def _string_problem(value: str) -> str | None:
     if "\x00" in value:
         return "holds NUL (U+0000)"
-    if _SURROGATE.search(value):
+    if not value.isascii() and _SURROGATE.search(value):
         return "holds a lone surrogate (not UTF-8)"
     return None
 
@@ -82,6 +82,31 @@ def _value_problem(schema: Any, value: object) -> str | None:  # noqa: ANN401 - 
     return None
 
 
+def _clean(schema: dict[str, Any], payload: object) -> bool:
+    """Whether ``payload`` keeps the rules: the fast pass (no paths built) of ``problem``."""
+    stack: list[tuple[Any, Any]] = [(schema, payload)]
+    pop, push, search = stack.pop, stack.append, _SURROGATE.search
+    while stack:
+        node, value = pop()
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value or (not value.isascii() and search(value)):
+                return False
+        elif kind is dict:
+            properties = node.get("properties", {}) if type(node) is dict else {}
+            for key, item in value.items():
+                if "\x00" in key or (not key.isascii() and search(key)):
+                    return False
+                push((properties.get(key), item))
+        elif kind is list:
+            items = node.get("items") if type(node) is dict else None
+            for item in value:
+                push((items, item))
+        elif kind is float and _value_problem(node, value) is not None:
+            return False
+    return True
+
+
 def problem(schema: dict[str, Any], payload: object) -> str | None:
     """The first value of ``payload`` that breaks the wire's value rules, as ``"path: why"``
     (``state/users``, ``slots/0/reason``; ``(body)`` for the top), or ``None``.
@@ -89,8 +114,11 @@ def problem(schema: dict[str, Any], payload: object) -> str | None:
     It walks the parsed value with an explicit stack (no recursion), following the schema's
     ``properties`` and ``items`` where it has them: every string and object key anywhere is
     checked, and a float where the schema wants an integer is refused. The schema's own check
-    (types, bounds, lengths) comes after it.
+    (types, bounds, lengths) comes after it. A clean body (nearly every one) takes one fast
+    pass that builds no paths; only a refused one is walked again to name the value.
     """
+    if _clean(schema, payload):
+        return None
     stack: list[tuple[Any, object, str]] = [(schema, payload, "")]
     while stack:
         node, value, path = stack.pop()
@@ -108,4 +136,4 @@ def problem(schema: dict[str, Any], payload: object) -> str | None:
             items = node.get("items") if isinstance(node, dict) else None
             for index in reversed(range(len(value))):
                 stack.append((items, value[index], f"{path}/{index}" if path else str(index)))
-    return None
+    return None  # pragma: no cover - _clean and this walk apply the same rules
