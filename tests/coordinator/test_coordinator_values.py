@@ -22,6 +22,7 @@ import httpx
 import pytest
 from coordinator.coord_support import (
     Clock,
+    dump,
     enrol_body,
     heartbeat,
     make_coordinator,
@@ -31,10 +32,12 @@ from coordinator.coord_support import (
 )
 from sqlalchemy import select, text
 
+from cvmc import protocol
+from cvmc.coordinator.adapters.openapi import openapi_document
 from cvmc.coordinator.adapters.schema import desktops
 from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.ports import HeartbeatItem, UnstorableError
-from cvmc.coordinator.service.coordinator import Coordinator
+from cvmc.coordinator.service.coordinator import ApiError, Coordinator
 
 HB = "/api/v1/heartbeat"
 ROUNDS = 6
@@ -174,3 +177,44 @@ def test_a_batch_isolates_a_heartbeat_the_database_refuses(coordinator: Coordina
     with pytest.raises(Exception, match="cannot hold") as info:
         coordinator.heartbeat_result(bad, by_desk[bad.desktop_id], coordinator.clock())
     assert getattr(info.value, "code", None) == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("agent_version", "0.1\ud800", "agent_version: holds a lone surrogate"),
+        ("agent_version", "0.1\x00", "agent_version: holds NUL"),
+        ("desktop", "desk00\x00", "desktop: holds NUL"),
+    ],
+)
+def test_an_enrolment_with_a_value_no_store_holds_is_refused(
+    coordinator: Coordinator, field: str, value: str, why: str
+) -> None:
+    """The enrol body goes through the same value rules: 400 ``malformed`` naming the field
+    (a lone surrogate was a 500 before), and nothing is written."""
+    engine = coordinator.store.engine  # type: ignore[attr-defined]
+    before = dump(engine)
+    body = json.loads(enrol_body("desk00"))
+    body[field] = value
+    with pytest.raises(ApiError) as info:
+        coordinator.enrol(json.dumps(body).encode())
+    assert info.value.code == "malformed"
+    assert f"enrol {why}" in info.value.message
+    assert dump(engine) == before
+
+
+def test_the_openapi_document_shows_the_bounds() -> None:
+    document = openapi_document()
+    heartbeat_schema = document["components"]["schemas"]["Heartbeat"]
+    users = heartbeat_schema["properties"]["state"]["properties"]["users"]
+    assert users["maximum"] == protocol.MAX_INT == 2**31 - 1
+    policy = heartbeat_schema["properties"]["state"]["properties"]["policy"]
+    assert policy["pattern"] == protocol.TEXT_PATTERN
+    error = document["components"]["schemas"]["Error"]
+    assert error["properties"]["last_seq"]["maximum"] == protocol.MAX_SEQ
+    (seq,) = [
+        p
+        for p in document["paths"]["/api/v1/heartbeat"]["post"]["parameters"]
+        if p["name"] == "X-CVMC-Seq"
+    ]
+    assert seq["schema"]["pattern"] == protocol.SEQ_PATTERN
