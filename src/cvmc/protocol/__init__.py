@@ -22,6 +22,7 @@ from cvmc.protocol.images import (
     parse_catalogue,
     parse_manifest,
 )
+from cvmc.protocol.jsontext import MAX_JSON_BYTES, MAX_JSON_DEPTH, JsonTextError, loads_json
 from cvmc.protocol.leases import DECLINE_REASONS, Decline, Lease, parse_lease
 from cvmc.protocol.schemas import (
     CATALOGUE_SCHEMA,
@@ -47,12 +48,16 @@ __all__ = [
     "HEARTBEAT_REPLY_SCHEMA",
     "HEARTBEAT_SCHEMA",
     "MANIFEST_SCHEMA",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "SLOT_STATES",
     "CatalogueEntry",
     "Decline",
     "HeartbeatReply",
+    "JsonTextError",
     "Lease",
     "Manifest",
+    "loads_json",
     "parse_catalogue",
     "parse_heartbeat_reply",
     "parse_lease",

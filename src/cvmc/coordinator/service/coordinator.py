@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -46,6 +45,7 @@ from cvmc.protocol import (
     ENROL_REQUEST_SCHEMA,
     ERROR_CODES,
     HEARTBEAT_SCHEMA,
+    loads_json,
 )
 
 __all__ = ["ApiError", "Coordinator", "RoundReport"]
@@ -85,8 +85,8 @@ def _check(validator: Any, payload: object, what: str) -> None:  # noqa: ANN401
 
 def _json(body: bytes, what: str) -> object:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads_json(body)
+    except ValueError as exc:
         raise ApiError("malformed", f"{what}: the body is not JSON ({exc})") from None
 
 
