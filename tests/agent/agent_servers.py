@@ -161,6 +161,8 @@ class CoordinatorServer:
         self.errors: list[str] = []
         self.on_heartbeat: Callable[[dict[str, Any]], None] | None = None
         self.down = False
+        self.hostile_reply: bytes | None = None  # sent as the heartbeat's 200 reply when set
+        self.hostile_served = 0
         self.cert, key = self_signed(directory)
         server = self
 
@@ -248,6 +250,14 @@ class CoordinatorServer:
                     server.heartbeats.append(beat)
                     if server.on_heartbeat:
                         server.on_heartbeat(beat)
+                    if server.hostile_reply is not None:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(server.hostile_reply)))
+                        self.end_headers()
+                        self.wfile.write(server.hostile_reply)
+                        server.hostile_served += 1
+                        return
                     self._reply(
                         200,
                         {
