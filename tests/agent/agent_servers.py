@@ -163,6 +163,8 @@ class CoordinatorServer:
         self.down = False
         #: A hostile coordinator: the ``last_seq`` its 409 replies name instead of the true one.
         self.claimed_last_seq: object = None
+        self.hostile_reply: bytes | None = None  # sent as the heartbeat's 200 reply when set
+        self.hostile_served = 0
         self.cert, key = self_signed(directory)
         server = self
 
@@ -252,6 +254,14 @@ class CoordinatorServer:
                     server.heartbeats.append(beat)
                     if server.on_heartbeat:
                         server.on_heartbeat(beat)
+                    if server.hostile_reply is not None:
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(server.hostile_reply)))
+                        self.end_headers()
+                        self.wfile.write(server.hostile_reply)
+                        server.hostile_served += 1
+                        return
                     self._reply(
                         200,
                         {
@@ -280,6 +290,92 @@ class CoordinatorServer:
         context.load_cert_chain(self.cert, key)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class DripServer:
+    """A hostile server on 127.0.0.1 that answers every request slowly: one byte every
+    ``interval_s`` of a ``body`` (announced in full by ``Content-Length``), and, with
+    ``drip_headers``, of its status line and headers too (``interval_s=0``: all at once).
+    ``sent`` counts the body bytes written. Over TLS when ``directory`` is given (with a
+    throw-away certificate, ``cert``)."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        interval_s: float = 1.0,
+        drip_headers: bool = False,
+        status: int = 200,
+        directory: Path | None = None,
+    ) -> None:
+        self.body = body
+        self.sent = 0
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _drip(self, data: bytes, count: bool) -> bool:
+                if not interval_s:
+                    try:
+                        self.wfile.write(data)
+                    except OSError:
+                        return False
+                    server.sent += len(data) if count else 0
+                    return True
+                for i in range(len(data)):
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        return False
+                    if count:
+                        server.sent += 1
+                    time.sleep(interval_s)
+                return True
+
+            def _answer(self) -> None:
+                server.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                head = (
+                    f"HTTP/1.1 {status} Slow\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(server.body)}\r\n\r\n"
+                ).encode()
+                if drip_headers:
+                    if not self._drip(head, count=False):
+                        return
+                else:
+                    self.wfile.write(head)
+                self._drip(server.body, count=True)
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self._answer()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        scheme = "http"
+        self.cert: str | None = None
+        if directory is not None:
+            self.cert, key = self_signed(directory)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.cert, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 

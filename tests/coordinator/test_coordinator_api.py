@@ -248,6 +248,28 @@ def test_bad_enrolments_write_nothing(setup: Any) -> None:
     assert dump(_engine(coordinator)) == before
 
 
+def test_deeply_nested_bodies_get_400_and_write_nothing(setup: Any) -> None:
+    """Issue 15, finding 4: 40 kB of nested brackets made ``json.loads`` raise RecursionError
+    (an unauthenticated 500). The depth is checked before parsing: 400 ``malformed``."""
+    coordinator, client, _ = setup
+    a = Desk(client, "desk00")
+    a.leases()
+    before = dump(_engine(coordinator))
+    nested = b"[" * 20000 + b"]" * 20000
+    assert len(nested) == 40000
+    reply = client.post("/api/v1/enrol", content=nested)
+    assert (reply.status_code, reply.json()["error"]) == (400, "malformed")
+    assert "deeper than 32" in reply.json()["message"]
+    objects = b'{"a":' * 8000 + b"1" + b"}" * 8000
+    reply = client.post("/api/v1/enrol", content=objects)
+    assert (reply.status_code, reply.json()["error"]) == (400, "malformed")
+    signed = signed_headers("POST", HB, a.id, a.credential, a.seq + 1, nested)
+    reply = client.post(HB, content=nested, headers=signed)
+    assert (reply.status_code, reply.json()["error"]) == (400, "malformed")
+    assert dump(_engine(coordinator)) == before
+    assert a.beat().status_code == 200
+
+
 def test_stale_credential_after_reenrolment_and_revocation(setup: Any, tmp_path: Path) -> None:
     coordinator, client, _ = setup
     old = Desk(client, "desk00")

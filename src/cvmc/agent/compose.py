@@ -53,6 +53,10 @@ class Components:
     probe: HostProbe
     resources: PsutilResources
 
+    def seeds(self) -> IsoSeedFactory:
+        """The NoCloud seeds of the slots, in the state directory."""
+        return IsoSeedFactory(os.path.join(self.config.agent.state_dir, "seeds"))
+
     def agent(self, desktop: str | None = None) -> Agent:
         config = self.config
         state_dir = config.agent.state_dir
@@ -76,7 +80,7 @@ class Components:
             hypervisor=self.hypervisor,
             store=self.store,
             coordinator=coordinator,
-            seeds=IsoSeedFactory(os.path.join(state_dir, "seeds")),
+            seeds=self.seeds(),
             identities=DirIdentities(config.agent.identity_dir),
             executor=concurrent.futures.ThreadPoolExecutor(
                 max_workers=1 + config.policy.max_vms, thread_name_prefix="cvmc"

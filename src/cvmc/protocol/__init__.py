@@ -23,6 +23,7 @@ from cvmc.protocol.images import (
     parse_catalogue,
     parse_manifest,
 )
+from cvmc.protocol.jsontext import MAX_JSON_BYTES, MAX_JSON_DEPTH, JsonTextError, loads_json
 from cvmc.protocol.leases import DECLINE_REASONS, Decline, Lease, parse_lease
 from cvmc.protocol.schemas import (
     CATALOGUE_SCHEMA,
@@ -52,14 +53,18 @@ __all__ = [
     "MAX_INT",
     "MAX_SEQ",
     "SEQ_PATTERN",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "SLOT_STATES",
     "TEXT_PATTERN",
     "CatalogueEntry",
     "Decline",
     "HeartbeatReply",
+    "JsonTextError",
     "Lease",
     "Manifest",
     "is_seq",
+    "loads_json",
     "parse_catalogue",
     "parse_heartbeat_reply",
     "parse_lease",

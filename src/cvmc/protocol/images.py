@@ -6,13 +6,13 @@ coordinator parses manifests too, when it loads its catalogue directory.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cvmc.gridmodel.catalogue import IMAGE_FILE_PATTERN
 from cvmc.gridmodel.classad import validate_vm_name
+from cvmc.protocol.jsontext import loads_json
 
 __all__ = [
     "DISK_FORMATS",
@@ -42,8 +42,8 @@ class Manifest:
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse manifest bytes (after their signature was checked); ValueError names the field."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = loads_json(raw)
+    except ValueError as exc:
         raise ValueError(f"manifest: not JSON ({exc})") from None
     if not isinstance(data, Mapping) or data.get("format_version") != 1:
         raise ValueError("manifest.format_version: must be 1")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 
 import pytest
 from agent.agent_fakes import FakeVm, make_world
 
 from cvmc.agent.ports import ImageError, Session, VmSpec
+from cvmc.agent.service.agent import MAX_TICK_FAILURES, AgentFailedError, tick_backoff
 
 MONDAY_NIGHT = dt.datetime(2026, 11, 23, 2, 0)
 BOINC = "its-u11-boinc-20120415"
@@ -188,3 +190,70 @@ def test_status_sink_reports_changes() -> None:
     assert last["slots"][0]["state"] == "running"
     assert last["slots"][0]["vm_name"] == BOINC
     assert last["coordinator_ok"] is True
+
+
+def test_a_failing_tick_is_retried_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 15, finding 4: an unexpected error in one tick is logged and retried."""
+    caplog.set_level(logging.INFO, logger="cvmc")
+    world = make_world(MONDAY_NIGHT)
+    world.lease("l-1", BOINC)
+    real_tick = world.agent.tick
+    calls = {"n": 0}
+    stop = threading.Event()
+
+    def tick() -> float:
+        calls["n"] += 1
+        if calls["n"] in (3, 4, 5):
+            raise RecursionError("maximum recursion depth exceeded (test)")
+        if calls["n"] >= 40:
+            stop.set()
+        return real_tick()
+
+    world.agent.tick = tick  # type: ignore[method-assign]
+    world.agent.run(stop)
+    assert events(caplog).count("agent.tick_failed") == 3
+    assert "agent.failed" not in events(caplog)
+    assert world.states() == ["idle", "idle"]  # drained at the end, as always
+    assert any("running" in [s["state"] for s in st["slots"]] for st in world.statuses)
+
+
+def test_ten_failing_ticks_in_a_row_stop_every_vm_and_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cvmc")
+    world = make_world(MONDAY_NIGHT)
+    world.lease("l-1", BOINC)
+    world.run_for(5)
+    assert world.states()[0] == "running"
+    assert [vm.running for vm in world.hypervisor.vms.values()] == [True]
+    before = world.clock.mono
+
+    def tick() -> float:
+        raise KeyError("boom (test)")
+
+    world.agent.tick = tick  # type: ignore[method-assign]
+    with pytest.raises(AgentFailedError, match=r"10 ticks in a row failed.*KeyError"):
+        world.agent.run(threading.Event())
+    assert world.hypervisor.vms == {}
+    assert ("poweroff", "cvmc-slot0") in world.hypervisor.calls
+    assert events(caplog).count("agent.tick_failed") == MAX_TICK_FAILURES - 1
+    assert "agent.failed" in events(caplog)
+    # It backed off: the pauses doubled up to the cap.
+    waited = world.clock.mono - before
+    assert waited == sum(tick_backoff(1.0, n) for n in range(1, MAX_TICK_FAILURES))
+    assert [tick_backoff(1.0, n) for n in (1, 2, 3, 7, 8, 30)] == [1, 2, 4, 60, 60, 60]
+
+
+def test_a_heartbeat_reply_that_breaks_anything_is_a_failed_heartbeat(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="cvmc")
+    world = make_world(MONDAY_NIGHT)
+
+    def hostile(body: object) -> object:
+        raise RecursionError("maximum recursion depth exceeded while decoding (test)")
+
+    world.coordinator.heartbeat = hostile  # type: ignore[method-assign,assignment]
+    world.run_for(30)
+    assert "coordinator.unreachable" in events(caplog)
+    assert not world.agent.coordinator_ok

@@ -17,7 +17,6 @@ import json
 import os
 import ssl
 import threading
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -27,11 +26,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cvmc import __version__, protocol
 from cvmc.agent.adapters.files import write_private
+from cvmc.agent.adapters.http_deadline import DeadlineError, HttpStatusError, open_with_deadline
 from cvmc.agent.ports import CoordinatorClient, CoordinatorError
 
 __all__ = ["AgentState", "HttpCoordinator"]
 
 MAX_REPLY = 1024 * 1024
+DEADLINE_S = 30.0
+"""Every call to the coordinator ends within this, however slowly the server answers."""
 
 
 class AgentState:
@@ -106,6 +108,7 @@ class HttpCoordinator(CoordinatorClient):
         enrol_token_file: str | None,
         ssl_context: ssl.SSLContext | None = None,
         timeout_s: float = 15.0,
+        deadline_s: float = DEADLINE_S,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.state = state
@@ -114,6 +117,7 @@ class HttpCoordinator(CoordinatorClient):
         self.token_file = enrol_token_file
         self.ssl = ssl_context
         self.timeout = timeout_s
+        self.deadline = deadline_s
         self._lock = threading.Lock()
 
     # -- transport ---------------------------------------------------------------------------
@@ -130,27 +134,31 @@ class HttpCoordinator(CoordinatorClient):
             },
         )
         try:
-            with urllib.request.urlopen(  # noqa: S310 - https only (grid_coordinator_url)
-                request, timeout=self.timeout, context=self.ssl
+            with open_with_deadline(
+                request, timeout_s=self.timeout, deadline_s=self.deadline, context=self.ssl
             ) as response:
                 raw = response.read(MAX_REPLY + 1)
-        except urllib.error.HTTPError as exc:
+        except HttpStatusError as exc:
             raise self._error(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except DeadlineError:
+            raise CoordinatorError(
+                "unavailable", f"{self.base_url}: no reply within {self.deadline:g} s"
+            ) from None
+        except OSError as exc:
             reason = getattr(exc, "reason", exc)
             raise CoordinatorError("unavailable", f"{self.base_url}: {reason}") from None
         if len(raw) > MAX_REPLY:
             raise CoordinatorError("malformed", f"{path}: reply larger than {MAX_REPLY} bytes")
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise CoordinatorError("malformed", f"{path}: the reply is not JSON") from None
+            return protocol.loads_json(raw, max_bytes=MAX_REPLY)
+        except ValueError as exc:
+            raise CoordinatorError("malformed", f"{path}: the reply is not usable: {exc}") from None
 
-    def _error(self, exc: urllib.error.HTTPError) -> CoordinatorError:
+    def _error(self, exc: HttpStatusError) -> CoordinatorError:
         try:
-            data = json.loads(exc.read(65536))
+            data = protocol.loads_json(exc.body)
             code, message = str(data["error"]), str(data.get("message", ""))
-        except (ValueError, KeyError, TypeError, OSError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             data, code, message = {}, "unavailable", ""
         last = data.get("last_seq") if isinstance(data, dict) else None
         if last is not None and not protocol.is_seq(last):
@@ -158,9 +166,9 @@ class HttpCoordinator(CoordinatorClient):
             # desktop out for good. A protocol error; the agent keeps its own sequence.
             return CoordinatorError(
                 "malformed",
-                f"HTTP {exc.code} {code}: last_seq is not an integer in 0..{protocol.MAX_SEQ}",
+                f"HTTP {exc.status} {code}: last_seq is not an integer in 0..{protocol.MAX_SEQ}",
             )
-        return CoordinatorError(code, f"HTTP {exc.code} {code}: {message}".strip(), last)
+        return CoordinatorError(code, f"HTTP {exc.status} {code}: {message}".strip()[:500], last)
 
     # -- enrolment --------------------------------------------------------------------------
 

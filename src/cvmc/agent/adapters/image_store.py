@@ -26,7 +26,6 @@ import shutil
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -35,6 +34,12 @@ from typing import Any
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.crypto import HEADER, TAG, ChunkReader, ChunkWriter, CorruptError
 from cvmc.agent.adapters.files import write_private
+from cvmc.agent.adapters.http_deadline import (
+    DeadlineError,
+    DeadlineResponse,
+    HttpStatusError,
+    open_with_deadline,
+)
 from cvmc.agent.logs import log_event
 from cvmc.agent.ports import ImageError, ImageStore, PlainSource, StoredImage
 from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
@@ -44,6 +49,12 @@ __all__ = ["DownloadStats", "EncryptedImageStore"]
 LOG = logging.getLogger("cvmc.agent.images")
 READ = 64 * 1024
 DURABLE_EVERY = 16 * 1024 * 1024
+MIN_RATE_BYTES_S = 128 * 1024
+"""A download's deadline allows its bytes at this rate (1 GiB: about 2 h 15 min) ..."""
+DEADLINE_BASE_S = 60.0
+"""... plus this much ..."""
+DEADLINE_MAX_S = 4 * 3600.0
+"""... and never more than this, per request."""
 STALE_PART_S = 7 * 24 * 3600
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 
@@ -90,6 +101,9 @@ class EncryptedImageStore(ImageStore):
         on_evict: Callable[[str], None] | None = None,
         in_use: Callable[[], set[str]] | None = None,
         timeout_s: float = 30.0,
+        min_rate_bytes_s: float = MIN_RATE_BYTES_S,
+        deadline_base_s: float = DEADLINE_BASE_S,
+        deadline_max_s: float = DEADLINE_MAX_S,
     ) -> None:
         self.root = root
         self._key = key
@@ -101,6 +115,9 @@ class EncryptedImageStore(ImageStore):
         self.on_evict = on_evict
         self.in_use: Callable[[], set[str]] = in_use or set
         self._timeout = timeout_s
+        self._min_rate = min_rate_bytes_s
+        self._deadline_base = deadline_base_s
+        self._deadline_max = deadline_max_s
         self._lock = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self.stats = DownloadStats()
@@ -380,11 +397,41 @@ class EncryptedImageStore(ImageStore):
                 f"match the signed manifest ({manifest.sha256}); download discarded",
             )
 
+    def download_deadline(self, remaining_bytes: int) -> float:
+        """How long one request for ``remaining_bytes`` may take in all: a base, plus the
+        bytes at the slowest rate worth waiting for, never more than the cap. A request cut
+        at its deadline keeps what it fetched; the next launch resumes from there."""
+        return min(
+            self._deadline_max, self._deadline_base + max(remaining_bytes, 0) / self._min_rate
+        )
+
     def _url(self, entry: CatalogueEntry) -> str:
         url = urllib.parse.urljoin(self.base_url + "/", entry.url)
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise ImageError("image_unavailable", f"{entry.url!r} is not an http(s) URL")
         return url
+
+    def _open(
+        self, request: urllib.request.Request, url: str, remaining: int
+    ) -> tuple[contextlib.ExitStack[bool | None], DeadlineResponse]:
+        """Send ``request`` with the deadline for ``remaining`` bytes; the stack closes it."""
+        deadline = self.download_deadline(remaining)
+        opened = contextlib.ExitStack()
+        try:
+            response = opened.enter_context(
+                open_with_deadline(
+                    request, timeout_s=self._timeout, deadline_s=deadline, context=self._ssl
+                )
+            )
+        except HttpStatusError as exc:
+            raise ImageError("image_unavailable", f"{url}: HTTP {exc.status}") from None
+        except DeadlineError:
+            raise ImageError(
+                "image_unavailable", f"{url}: no reply within the download's {deadline:.0f} s"
+            ) from None
+        except OSError as exc:
+            raise ImageError("image_unavailable", f"{url}: {exc}") from None
+        return opened, response
 
     def _fetch(
         self,
@@ -402,15 +449,8 @@ class EncryptedImageStore(ImageStore):
         )
         if writer.written:
             request.add_header("Range", f"bytes={writer.written}-")
-        try:
-            response = urllib.request.urlopen(  # noqa: S310 - scheme checked in _url
-                request, timeout=self._timeout, context=self._ssl
-            )
-        except urllib.error.HTTPError as exc:
-            raise ImageError("image_unavailable", f"{url}: HTTP {exc.code}") from None
-        except urllib.error.URLError as exc:
-            raise ImageError("image_unavailable", f"{url}: {exc.reason}") from None
-        with response:
+        opened, response = self._open(request, url, manifest.size - writer.written)
+        with opened:
             if writer.written and response.status == 200:
                 # The server ignored Range: start over (the old prefix is discarded).
                 self.stats.restarts += 1

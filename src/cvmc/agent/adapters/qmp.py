@@ -7,7 +7,11 @@ import json
 import socket
 from typing import Any
 
+from cvmc.protocol import loads_json
+
 __all__ = ["QmpError", "qmp_command"]
+
+MAX_LINE = 1024 * 1024
 
 
 class QmpError(RuntimeError):
@@ -23,8 +27,8 @@ def qmp_command(
             sock.settimeout(timeout_s)
             sock.connect(path)
             stream = sock.makefile("rwb")
-            greeting = json.loads(stream.readline() or b"{}")
-            if "QMP" not in greeting:
+            greeting = loads_json(stream.readline(MAX_LINE) or b"{}")
+            if not isinstance(greeting, dict) or "QMP" not in greeting:
                 raise QmpError(f"{path}: no QMP greeting")
             for name, args in (("qmp_capabilities", None), (command, arguments)):
                 message: dict[str, Any] = {"execute": name}
@@ -33,10 +37,12 @@ def qmp_command(
                 stream.write(json.dumps(message).encode() + b"\n")
                 stream.flush()
                 while True:
-                    line = stream.readline()
+                    line = stream.readline(MAX_LINE)
                     if not line:
                         raise QmpError(f"{path}: QEMU closed the connection during {name}")
-                    reply = json.loads(line)
+                    reply = loads_json(line)
+                    if not isinstance(reply, dict):
+                        raise QmpError(f"{path}: a QMP message is not an object")
                     if "event" in reply:
                         continue
                     if "error" in reply:

@@ -1,6 +1,8 @@
 """``cvmc``: the agent's command line.
 
     cvmc agent run            run the agent (as the service account)
+    cvmc agent cleanup        power off and remove every VM and seed the agent's state lists
+                              (after the service stopped: systemd's ExecStopPost=)
     cvmc status               what the running agent is doing (its status file)
     cvmc check                preflight: config, VT-x, hypervisor conflicts, RAM, disk, version
     cvmc config check [FILE]  parse a config file with the agent's own parser (roles' validate:)
@@ -39,6 +41,7 @@ from cvmc.agent.domain.config import ConfigError
 from cvmc.agent.domain.engine import evaluate
 from cvmc.agent.logs import log_event, setup_logging
 from cvmc.agent.ports import HypervisorError, ImageError
+from cvmc.agent.service.agent import remove_leftovers
 from cvmc.gridmodel.classad import validate_vm_name
 
 LOG = logging.getLogger("cvmc.cli")
@@ -64,8 +67,34 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
         hypervisor=config.agent.hypervisor,
         max_vms=config.policy.max_vms,
     )
-    agent.run(stop)
+    try:
+        agent.run(stop)
+    except Exception as exc:
+        log_event(LOG, logging.CRITICAL, "agent.exit", f"{type(exc).__name__}: {exc}; exit 1")
+        logging.shutdown()
+        # Not sys.exit: a download or launch still on the executor would hold the interpreter
+        # until it ended; the VMs are gone, and the service manager restarts the agent.
+        os._exit(1)
     return 0
+
+
+def cmd_agent_cleanup(args: argparse.Namespace) -> int:
+    """Power off and remove every VM, slot disk and seed the agent's state lists (what a run
+    that died left behind). Idempotent: exit 0 when nothing is left, 1 when a VM could not be
+    removed. The Linux unit runs it as ``ExecStopPost=``; the agent itself runs it at start."""
+    config = compose.load_config(_config_path(args))
+    setup_logging(path=config.agent.log_file)
+    components = compose.build(config)
+    removed = remove_leftovers(components.hypervisor, components.seeds())
+    left = components.hypervisor.list_vms()
+    log_event(
+        LOG,
+        logging.ERROR if left else logging.INFO,
+        "agent.cleanup",
+        f"removed {len(removed)} item(s)" + (f"; still there: {', '.join(left)}" if left else ""),
+        removed=removed,
+    )
+    return 1 if left else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -296,6 +325,10 @@ def parser() -> argparse.ArgumentParser:
     run = agent_sub.add_parser("run", help="run the agent until SIGTERM")
     run.add_argument("--desktop", help="desktop name (default: the host name)")
     run.set_defaults(func=cmd_agent_run)
+    cleanup = agent_sub.add_parser(
+        "cleanup", help="power off and remove every VM and seed a stopped agent left"
+    )
+    cleanup.set_defaults(func=cmd_agent_cleanup)
     status = sub.add_parser("status", help="what the agent is doing")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
@@ -324,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
     sign.add_argument("--format", default="qcow2", choices=["qcow2", "vdi", "vmdk", "raw"])
     sign.add_argument("--out-dir")
     sign.set_defaults(func=cmd_image_sign)
-    for p in (run, status, check, config_check, kvm, images, sign):
+    for p in (run, cleanup, status, check, config_check, kvm, images, sign):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return top
 

@@ -50,7 +50,15 @@ from cvmc.agent.ports import (
 )
 from cvmc.protocol import Decline, Lease
 
-__all__ = ["Agent", "InlineExecutor", "LaunchCancelledError"]
+__all__ = [
+    "MAX_TICK_FAILURES",
+    "Agent",
+    "AgentFailedError",
+    "InlineExecutor",
+    "LaunchCancelledError",
+    "remove_leftovers",
+    "tick_backoff",
+]
 
 LOG = logging.getLogger("cvmc.agent")
 P = ParamSpec("P")
@@ -60,6 +68,42 @@ CLOCK_JUMP_S = 60.0
 FAST_POLL_S = 0.2
 VM_CHECK_S = 10.0
 HW_VIRT_REFRESH_S = 600.0
+MAX_TICK_FAILURES = 10
+TICK_BACKOFF_MAX_S = 60.0
+
+
+class AgentFailedError(RuntimeError):
+    """The control loop failed ``MAX_TICK_FAILURES`` times in a row."""
+
+
+def tick_backoff(poll_s: float, failures: int) -> float:
+    """The pause after the ``failures``-th failed tick in a row: doubling, at most a minute."""
+    return min(TICK_BACKOFF_MAX_S, max(poll_s, 1.0) * 2.0 ** min(failures - 1, 16))
+
+
+def remove_leftovers(hypervisor: Hypervisor, seeds: SeedFactory) -> list[str]:
+    """Power off and remove every VM the hypervisor driver's state lists, and every seed;
+    returns what was removed. Idempotent. The agent runs it at start, when its loop dies, and
+    ``cvmc agent cleanup`` runs it after the service stopped (systemd's ``ExecStopPost=``)."""
+    removed: list[str] = []
+    for vm in hypervisor.list_vms():
+        try:
+            if hypervisor.is_running(vm):
+                hypervisor.power_off(vm)
+            hypervisor.destroy(vm)
+            removed.append(vm)
+        except HypervisorError as exc:
+            log_event(LOG, logging.ERROR, "orphan.failed", f"could not remove {vm}: {exc}", vm=vm)
+    removed.extend(seeds.remove_all())
+    if removed:
+        log_event(
+            LOG,
+            logging.WARNING,
+            "orphan.removed",
+            f"removed {len(removed)} leftovers of an earlier run",
+            items=removed,
+        )
+    return removed
 
 
 class LaunchCancelledError(Exception):
@@ -154,27 +198,7 @@ class Agent:
 
     def startup(self) -> list[str]:
         """Remove VMs, slot disks and seeds left by a crash. Returns what was removed."""
-        removed: list[str] = []
-        for vm in self.p.hypervisor.list_vms():
-            try:
-                if self.p.hypervisor.is_running(vm):
-                    self.p.hypervisor.power_off(vm)
-                self.p.hypervisor.destroy(vm)
-                removed.append(vm)
-            except HypervisorError as exc:
-                log_event(
-                    LOG, logging.ERROR, "orphan.failed", f"could not remove {vm}: {exc}", vm=vm
-                )
-        removed.extend(self.p.seeds.remove_all())
-        if removed:
-            log_event(
-                LOG,
-                logging.WARNING,
-                "orphan.removed",
-                f"removed {len(removed)} leftovers of an earlier run",
-                items=removed,
-            )
-        return removed
+        return remove_leftovers(self.p.hypervisor, self.p.seeds)
 
     def drain(self, timeout_s: float) -> None:
         """Vacate every VM (the service is stopping) and wait until all slots are idle."""
@@ -196,11 +220,50 @@ class Agent:
                 self.p.clock.sleep(FAST_POLL_S)
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set, then drain."""
+        """Run until ``stop`` is set, then drain.
+
+        A tick that raises is logged and retried with backoff; after ``MAX_TICK_FAILURES``
+        in a row, or anything else that ends the loop unexpectedly, every VM is powered off
+        and removed before the error goes up (the caller exits non-zero): an agent that dies
+        leaves no VM running (issue 15, finding 4)."""
         self.startup()
-        while not stop.is_set():
-            delay = self.tick()
-            self.p.clock.sleep(delay, stop)
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    delay = self.tick()
+                except Exception as exc:
+                    failures += 1
+                    if failures >= MAX_TICK_FAILURES:
+                        raise AgentFailedError(
+                            f"{failures} ticks in a row failed; the last: "
+                            f"{type(exc).__name__}: {exc}"
+                        ) from exc
+                    delay = tick_backoff(self.config.agent.poll_s, failures)
+                    log_event(
+                        LOG,
+                        logging.ERROR,
+                        "agent.tick_failed",
+                        f"{type(exc).__name__}: {exc}; retrying in {delay:.0f} s",
+                        failures=failures,
+                    )
+                else:
+                    failures = 0
+                self.p.clock.sleep(delay, stop)
+        except BaseException as exc:
+            log_event(
+                LOG,
+                logging.CRITICAL,
+                "agent.failed",
+                f"{type(exc).__name__}: {exc}; powering off and removing every VM",
+            )
+            for launch in self._launches.values():
+                launch.cancel.set()
+            try:
+                remove_leftovers(self.p.hypervisor, self.p.seeds)
+            except Exception as again:
+                log_event(LOG, logging.CRITICAL, "orphan.failed", f"cleanup failed: {again}")
+            raise
         self.drain(self.config.agent.vacate_deadline_s + 30.0)
         log_event(LOG, logging.INFO, "agent.stopped", "all slots idle; the agent stops")
 
@@ -544,7 +607,7 @@ class Agent:
         self._hb = None
         try:
             reply = protocol.parse_heartbeat_reply(future.result(), now)
-        except (CoordinatorError, ValueError, OSError) as exc:
+        except Exception as exc:
             self._declines = self._inflight + self._declines
             self._inflight = []
             self._hb_failures += 1

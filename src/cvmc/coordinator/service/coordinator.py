@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -49,6 +48,7 @@ from cvmc.protocol import (
     HEARTBEAT_SCHEMA,
     SEQ_PATTERN,
     values,
+    loads_json,
 )
 
 __all__ = ["ApiError", "Coordinator", "RoundReport"]
@@ -102,8 +102,8 @@ def _check(schema: _Schema, payload: object, what: str) -> None:
 
 def _json(body: bytes, what: str) -> object:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads_json(body)
+    except ValueError as exc:
         raise ApiError("malformed", f"{what}: the body is not JSON ({exc})") from None
 
 
