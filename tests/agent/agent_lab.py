@@ -61,7 +61,10 @@ def lab_desktop(tmp: Path, *, any_logon: bool, **agent: Any) -> LabDesktop:
                 "end": "23:59",
             }
         ]
-    images = RangeServer({t["image"]: str(GUEST) for t in grid["vm_types"]})
+    # Images over https with the coordinator's certificate (the agent trusts it), as in the lab.
+    images = RangeServer(
+        {t["image"]: str(GUEST) for t in grid["vm_types"]}, tls=(coordinator.cert, coordinator.key)
+    )
     coordinator.catalogue = [
         entry_json(
             entry(key, GUEST, t["name"], f"{images.url}/images/{t['image']}", file_name=t["image"])

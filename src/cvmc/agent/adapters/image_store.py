@@ -30,13 +30,15 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from http.client import HTTPMessage
+from typing import IO, Any
 
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.crypto import HEADER, TAG, ChunkReader, ChunkWriter, CorruptError
 from cvmc.agent.adapters.files import write_private
 from cvmc.agent.logs import log_event
 from cvmc.agent.ports import ImageError, ImageStore, PlainSource, StoredImage
+from cvmc.gridmodel import limits
 from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
 
 __all__ = ["DownloadStats", "EncryptedImageStore"]
@@ -70,6 +72,34 @@ class _Source(PlainSource):
         self._reader.close()
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a URL the image URL rule allows (https, unless the lab's
+    ``grid_images_allow_insecure_http``): a redirect must not downgrade the transport."""
+
+    def __init__(self, allow_insecure_http: bool) -> None:
+        super().__init__()
+        self.allow_insecure_http = allow_insecure_http
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        try:
+            limits.image_url(
+                newurl, allow_insecure_http=self.allow_insecure_http, name="image redirect"
+            )
+        except ValueError as exc:
+            raise ImageError(
+                "image_unavailable", f"{req.full_url} redirects ({code}) to a refused URL: {exc}"
+            ) from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _chunk_overhead(size: int) -> int:
     return HEADER + (size // (64 * 1024) + 1) * TAG
 
@@ -90,6 +120,7 @@ class EncryptedImageStore(ImageStore):
         on_evict: Callable[[str], None] | None = None,
         in_use: Callable[[], set[str]] | None = None,
         timeout_s: float = 30.0,
+        allow_insecure_http: bool = False,
     ) -> None:
         self.root = root
         self._key = key
@@ -97,6 +128,11 @@ class EncryptedImageStore(ImageStore):
         self.budget = budget_bytes
         self.base_url = base_url
         self._ssl = ssl_context
+        self.allow_insecure_http = allow_insecure_http
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=ssl_context),
+            _CheckedRedirects(allow_insecure_http),
+        )
         self._free = free_bytes or (lambda path: shutil.disk_usage(path).free)
         self.on_evict = on_evict
         self.in_use: Callable[[], set[str]] = in_use or set
@@ -307,6 +343,7 @@ class EncryptedImageStore(ImageStore):
                 f"the signed manifest is for {manifest.vm_name} "
                 f"/ {manifest.file}, not {expect_vm_name} / {expect_file}",
             )
+        self._url(entry)  # an http:// (or otherwise refused) URL: refused before any change
         with self._lock:
             lock = self._locks.setdefault(manifest.sha256, threading.Lock())
         with lock:
@@ -382,9 +419,10 @@ class EncryptedImageStore(ImageStore):
 
     def _url(self, entry: CatalogueEntry) -> str:
         url = urllib.parse.urljoin(self.base_url + "/", entry.url)
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ImageError("image_unavailable", f"{entry.url!r} is not an http(s) URL")
-        return url
+        try:
+            return limits.image_url(url, allow_insecure_http=self.allow_insecure_http)
+        except ValueError as exc:
+            raise ImageError("image_unavailable", str(exc)) from None
 
     def _fetch(
         self,
@@ -397,15 +435,14 @@ class EncryptedImageStore(ImageStore):
         url = self._url(entry)
         if writer.complete:
             return writer
-        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in _url
+        request = urllib.request.Request(  # noqa: S310 - https (or a lab's http), _url
             url, headers={"User-Agent": "cvmc-agent"}
         )
         if writer.written:
             request.add_header("Range", f"bytes={writer.written}-")
         try:
-            response = urllib.request.urlopen(  # noqa: S310 - scheme checked in _url
-                request, timeout=self._timeout, context=self._ssl
-            )
+            # Redirects are checked against the same rule (_CheckedRedirects).
+            response = self._opener.open(request, timeout=self._timeout)
         except urllib.error.HTTPError as exc:
             raise ImageError("image_unavailable", f"{url}: HTTP {exc.code}") from None
         except urllib.error.URLError as exc:
