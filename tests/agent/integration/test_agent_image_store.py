@@ -3,6 +3,7 @@ digests, atomic install, LRU eviction, encryption at rest, full disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -408,3 +409,104 @@ def test_a_redirect_from_https_to_http_is_refused(
     finally:
         secure.close()
         plain.close()
+
+
+OLDER, NEWER = "2026-10-01T08:00:00+00:00", "2026-11-15T09:30:00+02:00"
+
+
+def test_an_older_manifest_is_refused_after_a_newer_one(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    try:
+        s = store(tmp_path / "store", signer)
+        new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+        old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+        accepted = s.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        requests = len(server.requests)
+        with pytest.raises(ImageError, match="never goes back to an older one") as info:
+            s.ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        assert len(server.requests) == requests  # nothing fetched
+        assert [i.sha256 for i in s.installed()] == [accepted.sha256]
+        # The same manifest again is fine (a cache hit, or a re-download once evicted).
+        assert s.ensure(new, expect_vm_name=VM, expect_file=FILE).sha256 == accepted.sha256
+        s.gc(set(), need=64 << 20)  # evict everything
+        assert s.installed() == []
+        assert s.ensure(new, expect_vm_name=VM, expect_file=FILE).sha256 == accepted.sha256
+        # Another image signed at the very same time cannot be ordered: refused too.
+        same_time = entry(
+            signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=NEWER
+        )
+        with pytest.raises(ImageError, match="image never goes back") as info:
+            s.ensure(same_time, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+    finally:
+        server.close()
+
+
+def test_an_old_image_still_cached_is_refused_once_a_newer_one_was_accepted(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    try:
+        s = store(tmp_path / "store", signer)
+        old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+        new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+        s.ensure(old, expect_vm_name=VM, expect_file=FILE)  # first seen: accepted
+        s.ensure(new, expect_vm_name=VM, expect_file=FILE)  # an update: accepted
+        with pytest.raises(ImageError) as info:
+            s.ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        # Another VM type has its own floor.
+        other = "lab-el9-bulk-20261101"
+        s.ensure(
+            entry(signer, old_image, other, f"{server.url}/old.qcow2", created=OLDER),
+            expect_vm_name=other,
+            expect_file="old.qcow2",
+        )
+    finally:
+        server.close()
+
+
+def test_the_floor_survives_a_restart_and_a_lost_file(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    root = tmp_path / "store"
+    old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+    new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+    try:
+        first = store(root, signer)
+        accepted = first.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        first.gc(set(), need=64 << 20)  # evicted: only newest.json remembers it
+        assert first.installed() == []
+        saved = json.loads((root / "newest.json").read_text())
+        assert saved == {VM: {"created": NEWER, "sha256": accepted.sha256}}
+        assert stat.S_IMODE((root / "newest.json").stat().st_mode) == 0o600
+        assert not [n for n in os.listdir(root) if ".tmp" in n]
+        # A new agent process (a restart) refuses the older manifest.
+        with pytest.raises(ImageError) as info:
+            store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        # With the image installed and newest.json gone or damaged, the installed image's own
+        # signed manifest still sets the floor.
+        again = store(root, signer)
+        again.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        for damage in ("", "{not json"):
+            (root / "newest.json").write_text(damage)
+            with pytest.raises(ImageError) as info:
+                store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+            assert info.value.reason == "image_rollback"
+        (root / "newest.json").unlink()
+        with pytest.raises(ImageError) as info:
+            store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+    finally:
+        server.close()

@@ -5,9 +5,13 @@ Layout under ``root`` (a directory only the service account can read)::
     <sha256>.img    a complete, verified image (CVMCENC1, see ``crypto``)
     <sha256>.part   a download in progress (CVMCENC1 prefix; resumable after a kill)
     index.json      what each image is: its signed manifest and signature, and last use
+    newest.json     per vm_name, the newest signed ``created`` accepted, and its SHA-256
+                    (rollback protection; it outlives eviction)
 
 ``ensure`` does, in this order: check the manifest's minisign signature against the trusted
-keys; check the manifest names the VM type and file the local catalogue expects; make room
+keys; check the manifest names the VM type and file the local catalogue expects; refuse a
+manifest older than the newest one accepted for its vm_name (``image_rollback``: a validly
+signed old image must not come back, say with a fixed vulnerability); make room
 (LRU eviction, then a free-space check); download with ``Range`` from where a killed
 download stopped; compare size and SHA-256 with the signed manifest; and only then install
 by ``rename``. Nothing unverified is ever installed, and a power cut leaves either the old
@@ -17,6 +21,7 @@ state or the new one.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import json
 import logging
@@ -40,6 +45,7 @@ from cvmc.agent.logs import log_event
 from cvmc.agent.ports import ImageError, ImageStore, PlainSource, StoredImage
 from cvmc.gridmodel import limits
 from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
+from cvmc.protocol.images import parse_created
 
 __all__ = ["DownloadStats", "EncryptedImageStore"]
 
@@ -47,6 +53,8 @@ LOG = logging.getLogger("cvmc.agent.images")
 READ = 64 * 1024
 DURABLE_EVERY = 16 * 1024 * 1024
 STALE_PART_S = 7 * 24 * 3600
+NEWEST = "newest.json"
+NEWEST_MAX_BYTES = 4 * 1024 * 1024  # one entry per VM type; a larger file is not ours
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -142,6 +150,7 @@ class EncryptedImageStore(ImageStore):
         self.stats = DownloadStats()
         os.makedirs(root, mode=0o700, exist_ok=True)
         self._index: dict[str, dict[str, Any]] = self._load_index()
+        self._newest: dict[str, tuple[dt.datetime, str]] = self._load_newest()
         self._reconcile()
 
     # -- index ---------------------------------------------------------------------------
@@ -167,6 +176,70 @@ class EncryptedImageStore(ImageStore):
             )
             return {}
         return {k: v for k, v in data.items() if isinstance(v, dict) and _SHA.match(k)}
+
+    def _load_newest(self) -> dict[str, tuple[dt.datetime, str]]:
+        """newest.json, raised to what the installed images' own signed manifests say (so a
+        lost or damaged file never lowers the floor below what is on disk)."""
+        path = os.path.join(self.root, NEWEST)
+        newest: dict[str, tuple[dt.datetime, str]] = {}
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read(NEWEST_MAX_BYTES + 1)[:NEWEST_MAX_BYTES])
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            for vm_name, item in data.items():
+                if not isinstance(item, dict) or not _SHA.match(str(item.get("sha256"))):
+                    raise ValueError(f"{vm_name!r}: not {{created, sha256}}")
+                newest[str(vm_name)] = (parse_created(item.get("created")), item["sha256"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "images.newest_unreadable",
+                f"{path} is unreadable ({exc}); the installed images' manifests set the floor",
+            )
+            newest = {}
+        for sha, entry in self._index.items():
+            try:
+                manifest = parse_manifest(str(entry["manifest"]).encode())
+            except (KeyError, ValueError):
+                continue
+            seen = newest.get(manifest.vm_name)
+            if seen is None or manifest.created > seen[0]:
+                newest[manifest.vm_name] = (manifest.created, sha)
+        return newest
+
+    def _check_rollback(self, manifest: Manifest) -> None:
+        with self._lock:
+            seen = self._newest.get(manifest.vm_name)
+        if seen is None:
+            return
+        created, sha = seen
+        if manifest.created < created or (manifest.created == created and manifest.sha256 != sha):
+            raise ImageError(
+                "image_rollback",
+                f"the signed manifest for {manifest.vm_name} was created "
+                f"{manifest.created.isoformat()} ({manifest.sha256[:12]}), but this desktop "
+                f"already accepted one created {created.isoformat()} ({sha[:12]}); an image "
+                "never goes back to an older one",
+            )
+
+    def _accept(self, manifest: Manifest) -> None:
+        """Raise the floor for ``manifest.vm_name`` to it (written atomically: temp + rename)."""
+        with self._lock:
+            seen = self._newest.get(manifest.vm_name)
+            if seen is not None and seen[0] >= manifest.created:
+                return
+            self._newest[manifest.vm_name] = (manifest.created, manifest.sha256)
+            data = {
+                name: {"created": created.isoformat(), "sha256": sha}
+                for name, (created, sha) in sorted(self._newest.items())
+            }
+            write_private(
+                os.path.join(self.root, NEWEST), json.dumps(data, indent=1).encode() + b"\n"
+            )
 
     def _save_index(self) -> None:
         data = json.dumps(self._index, indent=1, sort_keys=True).encode()
@@ -343,18 +416,21 @@ class EncryptedImageStore(ImageStore):
                 f"the signed manifest is for {manifest.vm_name} "
                 f"/ {manifest.file}, not {expect_vm_name} / {expect_file}",
             )
+        self._check_rollback(manifest)  # an older manifest than one accepted: refused, even cached
         self._url(entry)  # an http:// (or otherwise refused) URL: refused before any change
         with self._lock:
             lock = self._locks.setdefault(manifest.sha256, threading.Lock())
         with lock:
             with self._lock:
-                if manifest.sha256 in self._index:
+                cached = manifest.sha256 in self._index
+                if cached:
                     self._index[manifest.sha256]["last_used"] = time.time()
                     self._save_index()
-                    return manifest
-            self._make_room(manifest)
-            self._download(entry, manifest, progress, cancel)
-            self._install(manifest, entry)
+            if not cached:
+                self._make_room(manifest)
+                self._download(entry, manifest, progress, cancel)
+                self._install(manifest, entry)
+            self._accept(manifest)
         return manifest
 
     def _download(
