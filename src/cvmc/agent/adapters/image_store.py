@@ -246,9 +246,15 @@ class EncryptedImageStore(ImageStore):
         write_private(os.path.join(self.root, "index.json"), data)
 
     def _reconcile(self) -> None:
-        """Drop index entries without a file, and files without an entry; remove temp files."""
+        """Drop index entries without a file, and files without an entry; remove temp files.
+
+        The index is written only if an entry was dropped or it is missing, and a full disk
+        does not stop the agent from starting: the index in memory is right, and it is saved
+        next time.
+        """
         with self._lock:
-            for sha in [s for s in self._index if not os.path.exists(self._path(s, "img"))]:
+            gone = [s for s in self._index if not os.path.exists(self._path(s, "img"))]
+            for sha in gone:
                 del self._index[sha]
             for name in os.listdir(self.root):
                 full = os.path.join(self.root, name)
@@ -264,7 +270,19 @@ class EncryptedImageStore(ImageStore):
                         f"removed {name}, left by an interrupted run",
                         file=name,
                     )
-            self._save_index()
+            if gone or not os.path.exists(os.path.join(self.root, "index.json")):
+                try:
+                    self._save_index()
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    log_event(
+                        LOG,
+                        logging.ERROR,
+                        "images.index_not_saved",
+                        f"the disk is full: index.json keeps {len(gone)} entries without a "
+                        "file until there is room (they are dropped again at the next start)",
+                    )
 
     def installed(self) -> list[StoredImage]:
         with self._lock:
