@@ -37,7 +37,8 @@ from cvmc.agent.adapters.image_store import EncryptedImageStore
 from cvmc.protocol import CatalogueEntry
 root, url, manifest, signature, pub = sys.argv[1:6]
 store = EncryptedImageStore(root, key=bytes(range(32)),
-    trusted_keys=[minisign.parse_public_key(pub)], budget_bytes=1 << 34)
+    trusted_keys=[minisign.parse_public_key(pub)], budget_bytes=1 << 34,
+    allow_insecure_http=True)
 vm, file = "its-u11-boinc-20120415", "its-u11-boinc-20120415.qcow2"
 store.ensure(CatalogueEntry(vm, url, Path(manifest).read_bytes(), Path(signature).read_text()),
     expect_vm_name=vm, expect_file=file)
@@ -88,7 +89,11 @@ def main() -> None:
             first = server.sent - before
             requests_before = len(server.sent_per_request)
             store = EncryptedImageStore(
-                str(root), key=KEY, trusted_keys=[key.public], budget_bytes=1 << 34
+                str(root),
+                key=KEY,
+                trusted_keys=[key.public],
+                budget_bytes=1 << 34,
+                allow_insecure_http=True,  # the loopback RangeServer speaks plain http
             )
             start = time.perf_counter()
             store.ensure(item, expect_vm_name=VM, expect_file=FILE)

@@ -134,6 +134,7 @@ def boot(
             key=os.urandom(32),
             trusted_keys=[minisign.parse_public_key(public_key.read_text())],
             budget_bytes=8 << 30,
+            allow_insecure_http=True,  # the loopback RangeServer speaks plain http
         )
         published = CatalogueEntry(
             vm_name,

@@ -227,6 +227,12 @@ CASES: list[Case] = [
         "grid_coordinator_url: 'http://lab-coordinator' must be an https:// URL",
         refused_by=(AGENT,),
     ),
+    Case(
+        "images-insecure-http-string",
+        {"grid_images_allow_insecure_http": "yes"},
+        "grid_images_allow_insecure_http: 'yes' is not true or false",
+        refused_by=(AGENT,),
+    ),
 ]
 
 

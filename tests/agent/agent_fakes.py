@@ -214,6 +214,7 @@ def fake_manifest(vm_name: str, image: str, content: bytes | None = None) -> Man
             "size": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),
             "disk_format": "qcow2",
+            "created": "2026-11-01T12:00:00+00:00",
         }
     ).encode()
     return parse_manifest(raw)

@@ -25,8 +25,16 @@ def make_image(path: Path, size: int, seed: int = 1) -> Path:
     return path
 
 
+#: The signing time test manifests carry unless a test gives another.
+CREATED = "2026-11-01T12:00:00+00:00"
+
+
 def manifest_for(
-    path: Path, vm_name: str, disk_format: str = "qcow2", file_name: str | None = None
+    path: Path,
+    vm_name: str,
+    disk_format: str = "qcow2",
+    file_name: str | None = None,
+    created: str = CREATED,
 ) -> bytes:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return json.dumps(
@@ -37,6 +45,7 @@ def manifest_for(
             "size": os.path.getsize(path),
             "sha256": digest,
             "disk_format": disk_format,
+            "created": created,
         },
         sort_keys=True,
     ).encode()
@@ -50,8 +59,9 @@ def entry(
     *,
     disk_format: str = "qcow2",
     file_name: str | None = None,
+    created: str = CREATED,
 ) -> CatalogueEntry:
-    manifest = manifest_for(path, vm_name, disk_format, file_name)
+    manifest = manifest_for(path, vm_name, disk_format, file_name, created)
     return CatalogueEntry(vm_name, url, manifest, minisign.sign(key, manifest))
 
 

@@ -41,8 +41,9 @@ class LabDesktop:
         self.images.close()
 
 
-def lab_desktop(tmp: Path, *, any_logon: bool, **agent: Any) -> LabDesktop:
-    """Every VM type of the lab grid served as the test guest, signed with a fresh key.
+def lab_desktop(tmp: Path, *, any_logon: bool, guest: Path = GUEST, **agent: Any) -> LabDesktop:
+    """Every VM type of the lab grid served as ``guest`` (the test guest), signed with a fresh
+    key.
 
     ``any_logon`` replaces the policy by one in which any logon stops grid load, whatever
     the day and hour (so a test does not depend on when it runs).
@@ -61,10 +62,13 @@ def lab_desktop(tmp: Path, *, any_logon: bool, **agent: Any) -> LabDesktop:
                 "end": "23:59",
             }
         ]
-    images = RangeServer({t["image"]: str(GUEST) for t in grid["vm_types"]})
+    # Images over https with the coordinator's certificate (the agent trusts it), as in the lab.
+    images = RangeServer(
+        {t["image"]: str(guest) for t in grid["vm_types"]}, tls=(coordinator.cert, coordinator.key)
+    )
     coordinator.catalogue = [
         entry_json(
-            entry(key, GUEST, t["name"], f"{images.url}/images/{t['image']}", file_name=t["image"])
+            entry(key, guest, t["name"], f"{images.url}/images/{t['image']}", file_name=t["image"])
         )
         for t in grid["vm_types"]
     ]

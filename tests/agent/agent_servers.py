@@ -39,9 +39,17 @@ class RangeServer:
     """Serve ``files`` (name -> path) on 127.0.0.1 with Range support."""
 
     def __init__(
-        self, files: dict[str, str], *, rate_bytes_s: float | None = None, honour_range: bool = True
+        self,
+        files: dict[str, str],
+        *,
+        rate_bytes_s: float | None = None,
+        honour_range: bool = True,
+        tls: tuple[str, str] | None = None,
+        redirects: dict[str, str] | None = None,
     ) -> None:
+        """``tls``: (cert, key) to serve https; ``redirects``: name -> Location (a 302)."""
         self.files = files
+        self.redirects = redirects or {}
         self.rate = rate_bytes_s
         self.honour_range = honour_range
         self.sent = 0
@@ -59,6 +67,12 @@ class RangeServer:
                 server.requests.append((name, range_header))
                 server.sent_per_request.append(0)
                 index = len(server.sent_per_request) - 1
+                if name in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[name])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if name not in server.files:
                     self.send_error(404)
                     return
@@ -104,7 +118,13 @@ class RangeServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -166,6 +186,7 @@ class CoordinatorServer:
         self.hostile_reply: bytes | None = None  # sent as the heartbeat's 200 reply when set
         self.hostile_served = 0
         self.cert, key = self_signed(directory)
+        self.key = key
         server = self
 
         class Handler(BaseHTTPRequestHandler):

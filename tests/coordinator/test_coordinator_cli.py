@@ -98,6 +98,27 @@ def test_bad_config_names_the_key(tmp_path: Path, change: tuple[str, str], key: 
     assert str(caught.value).startswith(f"{key}:") or caught.value.key == key
 
 
+def test_plain_http_image_urls_are_refused_unless_the_lab_allows_them() -> None:
+    mirror = GOOD.replace('base_url = "/images/"', 'base_url = "http://mirror.example.edu/i/"')
+    with pytest.raises(ConfigError, match=r"^images\.base_url: .*plain http://.*grid_images_allow"):
+        parse_config_text(mirror, name="c.toml")
+    # A path resolves against the coordinator's URL: http there is refused the same way.
+    http_public = GOOD.replace('public_url = "https://', 'public_url = "http://')
+    with pytest.raises(ConfigError, match=r"^images\.base_url: 'http://lab-coordinator/images/'"):
+        parse_config_text(http_public, name="c.toml")
+    lab = mirror.replace('base_url = "http', 'allow_insecure_http = true\nbase_url = "http')
+    config = parse_config_text(lab, name="c.toml")
+    assert (config.images.base_url, config.images.allow_insecure_http) == (
+        "http://mirror.example.edu/i/",
+        True,
+    )
+    assert parse_config_text(GOOD, name="c.toml").images.allow_insecure_http is False
+    with pytest.raises(ConfigError, match=r"^images\.allow_insecure_http: 'yes'"):
+        parse_config_text(
+            GOOD.replace("[images]", '[images]\nallow_insecure_http = "yes"'), name="c.toml"
+        )
+
+
 def test_check_config_exit_2_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(GOOD.replace("ttl_s = 300", "ttl_s = 5"))

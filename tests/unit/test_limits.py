@@ -110,6 +110,53 @@ def test_bad_coordinator_urls(url: object) -> None:
         limits.coordinator_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://lab-coordinator/images/x.qcow2",
+        "https://mirror.example.edu:8443/images/x.vdi?token=1",
+    ],
+)
+def test_image_urls(url: str) -> None:
+    assert limits.image_url(url, allow_insecure_http=False) == url
+    assert limits.image_url(url, allow_insecure_http=True) == url
+
+
+def test_a_plain_http_image_url_is_refused_naming_the_variable() -> None:
+    with pytest.raises(
+        ValueError, match=r"^image URL: .*plain http://.*grid_images_allow_insecure"
+    ):
+        limits.image_url("http://lab-coordinator/images/x.qcow2", allow_insecure_http=False)
+    with pytest.raises(ValueError, match=r"^images\.base_url: .*plain http://"):
+        limits.image_url("http://m/i/", allow_insecure_http=False, name="images.base_url")
+
+
+def test_a_lab_may_allow_plain_http_image_urls() -> None:
+    url = "http://lab-coordinator/images/x.qcow2"
+    assert limits.image_url(url, allow_insecure_http=True) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://lab-coordinator/x.qcow2",
+        "file:///etc/passwd",
+        "https://",
+        "https://user:secret@lab-coordinator/x",
+        "https://lab coordinator/x",
+        "https://lab-coordinator:99999/x",
+        "/images/x.qcow2",
+        "",
+        None,
+        443,
+    ],
+)
+def test_bad_image_urls(url: object) -> None:
+    for allow in (False, True):
+        with pytest.raises(ValueError, match=r"^image URL: .* is not an https:// "):
+            limits.image_url(url, allow_insecure_http=allow)
+
+
 def test_the_docs_give_every_range() -> None:
     """docs/grid-model.md's rule table states each range the code applies."""
     rows = {

@@ -119,6 +119,7 @@ def build(config: AgentConfig) -> Components:
         base_url=config.coordinator_url,
         ssl_context=ssl.create_default_context(cafile=config.agent.coordinator_ca_file),
         on_evict=hypervisor.remove_base,
+        allow_insecure_http=config.images_allow_insecure_http,
     )
     sessions: Sessions
     probe: HostProbe

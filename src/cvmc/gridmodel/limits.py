@@ -18,11 +18,13 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "GRID_NAME_PATTERN",
+    "INSECURE_HTTP_VARIABLE",
     "RANGES",
     "Range",
     "coordinator_url",
     "flag",
     "grid_name",
+    "image_url",
     "setting",
     "whole_number",
 ]
@@ -147,5 +149,45 @@ def coordinator_url(value: object, *, name: str = "grid_coordinator_url") -> str
         raise ValueError(
             f"{name}: {value!r} must be an https:// URL with a host name (and no user, query "
             "or fragment); agents send credentials to it"
+        )
+    return text
+
+
+#: The grid model variable that lets agents fetch images over plain ``http://`` (a lab only).
+INSECURE_HTTP_VARIABLE = "grid_images_allow_insecure_http"
+
+
+def image_url(value: object, *, allow_insecure_http: bool, name: str = "image URL") -> str:
+    """An absolute URL agents may fetch an image from: ``https://`` with a host name.
+
+    Integrity holds through the signed SHA-256 whatever the transport, but licensed research
+    images must not travel in clear, so ``http://`` is refused unless the grid model sets
+    ``grid_images_allow_insecure_http`` (a lab). The agent applies this to the catalogue's URL
+    and to every redirect it follows; the coordinator to its ``images.base_url``.
+    """
+    text = value if isinstance(value, str) else None
+    try:
+        parts = urlsplit(text) if text is not None else None
+        port = parts.port if parts is not None else None
+    except ValueError:
+        parts, port = None, None
+    schemes = ("https", "http") if allow_insecure_http else ("https",)
+    if parts is not None and parts.scheme == "http" and not allow_insecure_http:
+        raise ValueError(
+            f"{name}: {value!r} is plain http://; images travel only over https:// (set "
+            f"{INSECURE_HTTP_VARIABLE}: true to allow http:// in a lab)"
+        )
+    if (
+        text is None
+        or parts is None
+        or parts.scheme not in schemes
+        or not parts.hostname
+        or not _HOST.match(parts.hostname)
+        or parts.username is not None
+        or (port is not None and not 1 <= port <= 65535)
+    ):
+        raise ValueError(
+            f"{name}: {value!r} is not an {' or '.join(s + '://' for s in schemes)} URL with a "
+            "host name (and no user)"
         )
     return text

@@ -52,6 +52,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "host_memory_reserve_mb",
     "desktop_min_memory_mb",
     "coordinator_url",
+    "images_allow_insecure_http",
     "vpn_endpoint",
     "vpn_pki_dir",
     "vpn_pki_host",
@@ -397,9 +398,13 @@ def check_desktops(model: Model) -> list[str]:
 
 
 def check_coordinator(model: Model) -> list[str]:
-    """What the coordinator's grid file and every agent carry: the grid's name, and the
-    coordinator's URL (HTTPS only; agents send credentials to it)."""
+    """What the coordinator's grid file and every agent carry: the grid's name, the
+    coordinator's URL (HTTPS only; agents send credentials to it), and whether image URLs may
+    be plain http (``limits.image_url``'s switch, a lab's only)."""
     problems = _problem(lambda: limits.grid_name(model["name"]))
+    problems += _problem(
+        lambda: limits.flag(model["images_allow_insecure_http"], name=limits.INSECURE_HTTP_VARIABLE)
+    )
     return problems + _problem(lambda: limits.coordinator_url(model["coordinator_url"]))
 
 

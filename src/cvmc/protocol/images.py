@@ -6,6 +6,7 @@ coordinator parses manifests too, when it loads its catalogue directory.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,10 +21,13 @@ __all__ = [
     "CatalogueEntry",
     "Manifest",
     "parse_catalogue",
+    "parse_created",
     "parse_manifest",
 ]
 
 SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
+#: A manifest's ``created``: ISO 8601 with a UTC offset, as ``cvmc image sign`` writes it.
+CREATED_MAX_CHARS = 40
 DISK_FORMATS: tuple[str, ...] = ("qcow2", "vdi", "vmdk", "raw")
 
 
@@ -36,7 +40,24 @@ class Manifest:
     size: int
     sha256: str
     disk_format: str
+    #: When it was signed (timezone-aware): the agent never goes back to an older manifest
+    #: for the same vm_name (rollback protection).
+    created: dt.datetime
     raw: bytes  # the exact signed bytes
+
+
+def parse_created(value: object, *, name: str = "manifest.created") -> dt.datetime:
+    """An ISO 8601 time with a UTC offset (``2026-12-04T13:59:48+00:00``); ValueError names it."""
+    wanted = "an ISO 8601 time with a UTC offset, like 2026-12-04T13:59:48+00:00"
+    if not isinstance(value, str) or not 0 < len(value) <= CREATED_MAX_CHARS:
+        raise ValueError(f"{name}: {value!r} is not {wanted}")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not {wanted}") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{name}: {value!r} has no UTC offset; give {wanted}")
+    return when
 
 
 def parse_manifest(raw: bytes) -> Manifest:
@@ -60,7 +81,8 @@ def parse_manifest(raw: bytes) -> Manifest:
     fmt = data.get("disk_format")
     if fmt not in DISK_FORMATS:
         raise ValueError(f"manifest.disk_format: {fmt!r} is not one of {', '.join(DISK_FORMATS)}")
-    return Manifest(vm_name, file, size, sha, str(fmt), raw)
+    created = parse_created(data.get("created"))
+    return Manifest(vm_name, file, size, sha, str(fmt), created, raw)
 
 
 @dataclass(frozen=True)

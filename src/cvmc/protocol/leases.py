@@ -32,6 +32,7 @@ DECLINE_REASONS: tuple[str, ...] = (
     "no_identity",
     "image_unavailable",
     "signature_invalid",
+    "image_rollback",
     "disk_full",
     "start_failed",
 )

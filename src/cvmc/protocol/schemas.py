@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cvmc.protocol.api import ERROR_CODES
-from cvmc.protocol.images import DISK_FORMATS
+from cvmc.protocol.images import CREATED_MAX_CHARS, DISK_FORMATS
 from cvmc.protocol.leases import DECLINE_REASONS
 from cvmc.protocol.values import MAX_SEQ, integer, text
 
@@ -192,7 +192,7 @@ HEARTBEAT_REPLY_SCHEMA: dict[str, Any] = {
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$id": "cvmc/image-manifest",
     "type": "object",
-    "required": ["format_version", "vm_name", "file", "size", "sha256", "disk_format"],
+    "required": ["format_version", "vm_name", "file", "size", "sha256", "disk_format", "created"],
     "properties": {
         "format_version": {"const": 1},
         "vm_name": _NAME,
@@ -200,7 +200,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "size": {"type": "integer", "minimum": 1},
         "sha256": _SHA,
         "disk_format": {"enum": list(DISK_FORMATS)},
-        "created": {"type": "string"},
+        "created": {"type": "string", "minLength": 1, "maxLength": CREATED_MAX_CHARS},
     },
 }
 

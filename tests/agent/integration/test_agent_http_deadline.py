@@ -69,6 +69,9 @@ def test_a_dripping_image_server_is_cut_at_the_downloads_deadline(tmp_path: Path
         timeout_s=10.0,
         deadline_base_s=2.0,
         min_rate_bytes_s=1e9,
+        # The dripping server speaks plain HTTP on loopback; the https-only rule has its own
+        # tests in test_agent_image_store.py.
+        allow_insecure_http=True,
     )
     try:
         assert 2.0 <= store.download_deadline(256) < 2.1

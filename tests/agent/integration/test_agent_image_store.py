@@ -3,8 +3,10 @@ digests, atomic install, LRU eviction, encryption at rest, full disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 from agent.agent_images import entry, make_image, manifest_for
-from agent.agent_servers import RangeServer
+from agent.agent_servers import RangeServer, self_signed
 
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.crypto import CHUNK, ChunkReader
@@ -35,6 +37,9 @@ def signer() -> minisign.SecretKey:
 def store(
     root: Path, signer: minisign.SecretKey, budget: int = 64 << 20, **kw: Any
 ) -> EncryptedImageStore:
+    """A store for the loopback RangeServer, which speaks plain http unless given ``tls``:
+    these tests allow http as a lab does; the https-only rule has its own tests below."""
+    kw.setdefault("allow_insecure_http", True)
     return EncryptedImageStore(
         str(root), key=KEY, trusted_keys=[signer.public], budget_bytes=budget, **kw
     )
@@ -129,7 +134,8 @@ from cvmc.agent.adapters.image_store import EncryptedImageStore
 from cvmc.protocol import CatalogueEntry
 root, url, manifest, signature, pub = sys.argv[1:6]
 store = EncryptedImageStore(root, key=bytes(range(32)),
-    trusted_keys=[minisign.parse_public_key(pub)], budget_bytes=1 << 30)
+    trusted_keys=[minisign.parse_public_key(pub)], budget_bytes=1 << 30,
+    allow_insecure_http=True)
 store.ensure(CatalogueEntry("its-u11-boinc-20120415", url, Path(manifest).read_bytes(),
     Path(signature).read_text()), expect_vm_name="its-u11-boinc-20120415",
     expect_file="its-u11-boinc-20120415.qcow2")
@@ -313,3 +319,194 @@ def test_the_key_file_is_0600_and_a_readable_one_is_refused(tmp_path: Path) -> N
     os.chmod(tmp_path / "keys" / "store.key", 0o644)
     with pytest.raises(KeyStoreError, match="must be 0600"):
         FileKeyStore(str(tmp_path / "keys" / "store.key")).master_key()
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[str, str]:
+    """A throw-away certificate for 127.0.0.1 (cert, key)."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    return self_signed(directory)
+
+
+def https_store(
+    root: Path, signer: minisign.SecretKey, tls: tuple[str, str], **kw: Any
+) -> EncryptedImageStore:
+    """A store as the agent builds it: https only, trusting the loopback certificate."""
+    return EncryptedImageStore(
+        str(root),
+        key=KEY,
+        trusted_keys=[signer.public],
+        budget_bytes=64 << 20,
+        ssl_context=ssl.create_default_context(cafile=tls[0]),
+        **kw,
+    )
+
+
+def test_images_download_over_https(
+    signer: minisign.SecretKey, tmp_path: Path, tls: tuple[str, str]
+) -> None:
+    image = make_image(tmp_path / FILE, 300_000)
+    server = RangeServer({FILE: str(image)}, tls=tls)
+    try:
+        s = https_store(tmp_path / "store", signer, tls)
+        manifest = s.ensure(
+            entry(signer, image, VM, f"{server.url}/{FILE}"), expect_vm_name=VM, expect_file=FILE
+        )
+        assert [i.sha256 for i in s.installed()] == [manifest.sha256]
+    finally:
+        server.close()
+
+
+def test_a_plain_http_url_is_refused_before_any_request(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    image = make_image(tmp_path / FILE, 100_000)
+    server = RangeServer({FILE: str(image)})  # plain http
+    try:
+        s = store(tmp_path / "store", signer, allow_insecure_http=False)
+        with pytest.raises(ImageError, match=r"plain http://.*grid_images_allow_insecure_http"):
+            s.ensure(
+                entry(signer, image, VM, f"{server.url}/{FILE}"),
+                expect_vm_name=VM,
+                expect_file=FILE,
+            )
+        assert server.requests == []
+        assert sorted(os.listdir(tmp_path / "store")) == ["index.json"]
+        # A relative URL joins the base URL: the same rule applies to the result.
+        s.base_url = server.url
+        with pytest.raises(ImageError, match="plain http://"):
+            s.ensure(entry(signer, image, VM, f"/{FILE}"), expect_vm_name=VM, expect_file=FILE)
+        assert server.requests == []
+    finally:
+        server.close()
+
+
+def test_a_redirect_from_https_to_http_is_refused(
+    signer: minisign.SecretKey, tmp_path: Path, tls: tuple[str, str]
+) -> None:
+    image = make_image(tmp_path / FILE, 100_000)
+    plain = RangeServer({FILE: str(image)})
+    secure = RangeServer({}, tls=tls, redirects={FILE: f"{plain.url}/{FILE}"})
+    try:
+        s = https_store(tmp_path / "store", signer, tls)
+        with pytest.raises(ImageError, match=r"redirects .*plain http://") as info:
+            s.ensure(
+                entry(signer, image, VM, f"{secure.url}/{FILE}"),
+                expect_vm_name=VM,
+                expect_file=FILE,
+            )
+        assert info.value.reason == "image_unavailable"
+        assert [name for name, _ in secure.requests] == [FILE]
+        assert plain.requests == []  # never followed
+        assert s.installed() == []
+        # Where the lab allows http, the same redirect is followed and the image installs.
+        lab = https_store(tmp_path / "lab", signer, tls, allow_insecure_http=True)
+        lab.ensure(
+            entry(signer, image, VM, f"{secure.url}/{FILE}"), expect_vm_name=VM, expect_file=FILE
+        )
+        assert [name for name, _ in plain.requests] == [FILE]
+    finally:
+        secure.close()
+        plain.close()
+
+
+OLDER, NEWER = "2026-10-01T08:00:00+00:00", "2026-11-15T09:30:00+02:00"
+
+
+def test_an_older_manifest_is_refused_after_a_newer_one(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    try:
+        s = store(tmp_path / "store", signer)
+        new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+        old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+        accepted = s.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        requests = len(server.requests)
+        with pytest.raises(ImageError, match="never goes back to an older one") as info:
+            s.ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        assert len(server.requests) == requests  # nothing fetched
+        assert [i.sha256 for i in s.installed()] == [accepted.sha256]
+        # The same manifest again is fine (a cache hit, or a re-download once evicted).
+        assert s.ensure(new, expect_vm_name=VM, expect_file=FILE).sha256 == accepted.sha256
+        s.gc(set(), need=64 << 20)  # evict everything
+        assert s.installed() == []
+        assert s.ensure(new, expect_vm_name=VM, expect_file=FILE).sha256 == accepted.sha256
+        # Another image signed at the very same time cannot be ordered: refused too.
+        same_time = entry(
+            signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=NEWER
+        )
+        with pytest.raises(ImageError, match="image never goes back") as info:
+            s.ensure(same_time, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+    finally:
+        server.close()
+
+
+def test_an_old_image_still_cached_is_refused_once_a_newer_one_was_accepted(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    try:
+        s = store(tmp_path / "store", signer)
+        old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+        new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+        s.ensure(old, expect_vm_name=VM, expect_file=FILE)  # first seen: accepted
+        s.ensure(new, expect_vm_name=VM, expect_file=FILE)  # an update: accepted
+        with pytest.raises(ImageError) as info:
+            s.ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        # Another VM type has its own floor.
+        other = "lab-el9-bulk-20261101"
+        s.ensure(
+            entry(signer, old_image, other, f"{server.url}/old.qcow2", created=OLDER),
+            expect_vm_name=other,
+            expect_file="old.qcow2",
+        )
+    finally:
+        server.close()
+
+
+def test_the_floor_survives_a_restart_and_a_lost_file(
+    signer: minisign.SecretKey, tmp_path: Path
+) -> None:
+    old_image = make_image(tmp_path / "old.qcow2", 100_000, seed=1)
+    new_image = make_image(tmp_path / "new.qcow2", 100_000, seed=2)
+    server = RangeServer({"old.qcow2": str(old_image), "new.qcow2": str(new_image)})
+    root = tmp_path / "store"
+    old = entry(signer, old_image, VM, f"{server.url}/old.qcow2", file_name=FILE, created=OLDER)
+    new = entry(signer, new_image, VM, f"{server.url}/new.qcow2", file_name=FILE, created=NEWER)
+    try:
+        first = store(root, signer)
+        accepted = first.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        first.gc(set(), need=64 << 20)  # evicted: only newest.json remembers it
+        assert first.installed() == []
+        saved = json.loads((root / "newest.json").read_text())
+        assert saved == {VM: {"created": NEWER, "sha256": accepted.sha256}}
+        assert stat.S_IMODE((root / "newest.json").stat().st_mode) == 0o600
+        assert not [n for n in os.listdir(root) if ".tmp" in n]
+        # A new agent process (a restart) refuses the older manifest.
+        with pytest.raises(ImageError) as info:
+            store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+        # With the image installed and newest.json gone or damaged, the installed image's own
+        # signed manifest still sets the floor.
+        again = store(root, signer)
+        again.ensure(new, expect_vm_name=VM, expect_file=FILE)
+        for damage in ("", "{not json"):
+            (root / "newest.json").write_text(damage)
+            with pytest.raises(ImageError) as info:
+                store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+            assert info.value.reason == "image_rollback"
+        (root / "newest.json").unlink()
+        with pytest.raises(ImageError) as info:
+            store(root, signer).ensure(old, expect_vm_name=VM, expect_file=FILE)
+        assert info.value.reason == "image_rollback"
+    finally:
+        server.close()

@@ -66,6 +66,7 @@ def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
             key=os.urandom(32),
             trusted_keys=[key.public],
             budget_bytes=256 << 20,
+            allow_insecure_http=True,  # the loopback RangeServer speaks plain http
         )
         manifest = store.ensure(
             entry(key, GUEST, VM, f"{server.url}/{FILE}", file_name=FILE),

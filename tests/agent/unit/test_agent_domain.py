@@ -406,9 +406,15 @@ def test_manifest_parsing() -> None:
         "size": 3,
         "sha256": "a" * 64,
         "disk_format": "qcow2",
+        "created": "2026-12-04T13:59:48+00:00",
     }
     assert protocol.parse_manifest(json.dumps(good).encode()).size == 3
     for key, value in [
+        ("created", None),  # required: the agent refuses to go back to an older manifest
+        ("created", "2026-12-04T13:59:48"),  # no UTC offset
+        ("created", "yesterday"),
+        ("created", "2026-12-04T13:59:48+00:00" + " " * 40),
+        ("created", 1764856788),
         ("size", 0),
         ("sha256", "A" * 64),
         ("file", "../x"),

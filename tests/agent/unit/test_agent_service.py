@@ -6,11 +6,13 @@ import datetime as dt
 import logging
 import threading
 
+import jsonschema
 import pytest
 from agent.agent_fakes import FakeVm, make_world
 
 from cvmc.agent.ports import ImageError, Session, VmSpec
 from cvmc.agent.service.agent import MAX_TICK_FAILURES, AgentFailedError, tick_backoff
+from cvmc.protocol import HEARTBEAT_SCHEMA
 
 MONDAY_NIGHT = dt.datetime(2026, 11, 23, 2, 0)
 BOINC = "its-u11-boinc-20120415"
@@ -37,6 +39,7 @@ def test_startup_removes_vms_and_seeds_orphaned_by_a_crash() -> None:
         ("signature_invalid", "manifest signature does not verify with any trusted key"),
         ("disk_full", "no space left on device while downloading"),
         ("image_unavailable", "HTTP 404"),
+        ("image_rollback", "an image never goes back to an older one"),
     ],
 )
 def test_an_image_failure_declines_the_lease_and_leaves_nothing(
@@ -54,6 +57,8 @@ def test_an_image_failure_declines_the_lease_and_leaves_nothing(
     assert world.store.ensured == [BOINC]  # declined once, never retried
     assert any(message in r.getMessage() for r in caplog.records)
     assert "vm.launch_failed" in events(caplog)
+    for beat in world.coordinator.heartbeats:  # the reason is one the protocol documents
+        jsonschema.validate(beat, HEARTBEAT_SCHEMA)
 
 
 def test_a_failed_start_is_declined_and_the_vm_removed() -> None:

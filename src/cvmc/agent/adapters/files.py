@@ -22,10 +22,15 @@ def write_private(path: str, data: bytes, mode: int = 0o600, *, replace: bool = 
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        written = 0
+        while written < len(data):  # os.write may write less than asked
+            written += os.write(fd, data[written:])
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)  # a full disk leaves no half-written temp file behind
+        raise
+    os.close(fd)
     try:
         if replace:
             os.replace(tmp, path)

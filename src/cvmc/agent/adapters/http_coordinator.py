@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
+import logging
 import os
 import ssl
 import threading
@@ -27,9 +29,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cvmc import __version__, protocol
 from cvmc.agent.adapters.files import write_private
 from cvmc.agent.adapters.http_deadline import DeadlineError, HttpStatusError, open_with_deadline
+from cvmc.agent.logs import log_event
 from cvmc.agent.ports import CoordinatorClient, CoordinatorError
 
 __all__ = ["AgentState", "HttpCoordinator"]
+LOG = logging.getLogger("cvmc.agent.coordinator")
 
 MAX_REPLY = 1024 * 1024
 DEADLINE_S = 30.0
@@ -46,6 +50,7 @@ class AgentState:
         self._cred = os.path.join(state_dir, "credential.bin")
         self._seq_path = os.path.join(state_dir, "seq.json")
         self._seq = self._load_seq()
+        self._seq_unsaved = False
 
     def _load_seq(self) -> int:
         try:
@@ -58,9 +63,31 @@ class AgentState:
         # number to continue above.
         return value if protocol.is_seq(value) and value < protocol.MAX_SEQ else 0
 
+    def _save_seq(self) -> None:
+        """Persist the counter. On a full disk, go on from memory: the coordinator refuses any
+        number it has seen (the replay protection is its), and after a restart the agent
+        recovers from a stale counter (``at_least``). It must keep heartbeating to report
+        the full disk and take part in the pool."""
+        try:
+            write_private(self._seq_path, json.dumps({"seq": self._seq}).encode(), 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if not self._seq_unsaved:
+                log_event(
+                    LOG,
+                    logging.ERROR,
+                    "agent.seq_not_saved",
+                    f"the disk is full: {self._seq_path} is not updated ({exc}); the sequence "
+                    "number goes on from memory",
+                )
+            self._seq_unsaved = True
+        else:
+            self._seq_unsaved = False
+
     def next_seq(self) -> int:
         self._seq += 1
-        write_private(self._seq_path, json.dumps({"seq": self._seq}).encode(), 0o644)
+        self._save_seq()
         return self._seq
 
     def at_least(self, seq: int) -> None:
@@ -70,7 +97,7 @@ class AgentState:
             raise ValueError(f"sequence number {seq!r} is outside 0..{protocol.MAX_SEQ}")
         if seq > self._seq:
             self._seq = seq
-            write_private(self._seq_path, json.dumps({"seq": self._seq}).encode(), 0o644)
+            self._save_seq()
 
     def credential(self) -> tuple[str, bytes] | None:
         try:

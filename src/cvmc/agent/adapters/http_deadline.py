@@ -175,11 +175,19 @@ def open_with_deadline(
     timeout_s: float,
     deadline_s: float,
     context: ssl.SSLContext | None = None,
+    redirects: urllib.request.HTTPRedirectHandler | None = None,
 ) -> Iterator[DeadlineResponse]:
     """Send ``request``; the whole exchange, reads inside the block included, must end
-    within ``deadline_s`` (each socket operation also within ``timeout_s``)."""
+    within ``deadline_s`` (each socket operation also within ``timeout_s``). ``redirects``
+    replaces urllib's redirect handler (one that refuses some targets, for example)."""
     watchdog = _Watchdog(deadline_s)
-    opener = urllib.request.build_opener(_HttpHandler(watchdog), _HttpsHandler(watchdog, context))
+    handlers: list[urllib.request.BaseHandler] = [
+        _HttpHandler(watchdog),
+        _HttpsHandler(watchdog, context),
+    ]
+    if redirects is not None:
+        handlers.append(redirects)
+    opener = urllib.request.build_opener(*handlers)
     url = request.full_url
     watchdog.start()
     try:

@@ -5,9 +5,13 @@ Layout under ``root`` (a directory only the service account can read)::
     <sha256>.img    a complete, verified image (CVMCENC1, see ``crypto``)
     <sha256>.part   a download in progress (CVMCENC1 prefix; resumable after a kill)
     index.json      what each image is: its signed manifest and signature, and last use
+    newest.json     per vm_name, the newest signed ``created`` accepted, and its SHA-256
+                    (rollback protection; it outlives eviction)
 
 ``ensure`` does, in this order: check the manifest's minisign signature against the trusted
-keys; check the manifest names the VM type and file the local catalogue expects; make room
+keys; check the manifest names the VM type and file the local catalogue expects; refuse a
+manifest older than the newest one accepted for its vm_name (``image_rollback``: a validly
+signed old image must not come back, say with a fixed vulnerability); make room
 (LRU eviction, then a free-space check); download with ``Range`` from where a killed
 download stopped; compare size and SHA-256 with the signed manifest; and only then install
 by ``rename``. Nothing unverified is ever installed, and a power cut leaves either the old
@@ -17,6 +21,7 @@ state or the new one.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import json
 import logging
@@ -29,7 +34,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any
+from http.client import HTTPMessage
+from typing import IO, Any
 
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.crypto import HEADER, TAG, ChunkReader, ChunkWriter, CorruptError
@@ -42,7 +48,9 @@ from cvmc.agent.adapters.http_deadline import (
 )
 from cvmc.agent.logs import log_event
 from cvmc.agent.ports import ImageError, ImageStore, PlainSource, StoredImage
+from cvmc.gridmodel import limits
 from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
+from cvmc.protocol.images import parse_created
 
 __all__ = ["DownloadStats", "EncryptedImageStore"]
 
@@ -56,6 +64,8 @@ DEADLINE_BASE_S = 60.0
 DEADLINE_MAX_S = 4 * 3600.0
 """... and never more than this, per request."""
 STALE_PART_S = 7 * 24 * 3600
+NEWEST = "newest.json"
+NEWEST_MAX_BYTES = 4 * 1024 * 1024  # one entry per VM type; a larger file is not ours
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
@@ -81,6 +91,34 @@ class _Source(PlainSource):
         self._reader.close()
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to a URL the image URL rule allows (https, unless the lab's
+    ``grid_images_allow_insecure_http``): a redirect must not downgrade the transport."""
+
+    def __init__(self, allow_insecure_http: bool) -> None:
+        super().__init__()
+        self.allow_insecure_http = allow_insecure_http
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        try:
+            limits.image_url(
+                newurl, allow_insecure_http=self.allow_insecure_http, name="image redirect"
+            )
+        except ValueError as exc:
+            raise ImageError(
+                "image_unavailable", f"{req.full_url} redirects ({code}) to a refused URL: {exc}"
+            ) from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _chunk_overhead(size: int) -> int:
     return HEADER + (size // (64 * 1024) + 1) * TAG
 
@@ -104,6 +142,7 @@ class EncryptedImageStore(ImageStore):
         min_rate_bytes_s: float = MIN_RATE_BYTES_S,
         deadline_base_s: float = DEADLINE_BASE_S,
         deadline_max_s: float = DEADLINE_MAX_S,
+        allow_insecure_http: bool = False,
     ) -> None:
         self.root = root
         self._key = key
@@ -111,6 +150,8 @@ class EncryptedImageStore(ImageStore):
         self.budget = budget_bytes
         self.base_url = base_url
         self._ssl = ssl_context
+        self.allow_insecure_http = allow_insecure_http
+        self._redirects = _CheckedRedirects(allow_insecure_http)
         self._free = free_bytes or (lambda path: shutil.disk_usage(path).free)
         self.on_evict = on_evict
         self.in_use: Callable[[], set[str]] = in_use or set
@@ -123,6 +164,7 @@ class EncryptedImageStore(ImageStore):
         self.stats = DownloadStats()
         os.makedirs(root, mode=0o700, exist_ok=True)
         self._index: dict[str, dict[str, Any]] = self._load_index()
+        self._newest: dict[str, tuple[dt.datetime, str]] = self._load_newest()
         self._reconcile()
 
     # -- index ---------------------------------------------------------------------------
@@ -149,14 +191,84 @@ class EncryptedImageStore(ImageStore):
             return {}
         return {k: v for k, v in data.items() if isinstance(v, dict) and _SHA.match(k)}
 
+    def _load_newest(self) -> dict[str, tuple[dt.datetime, str]]:
+        """newest.json, raised to what the installed images' own signed manifests say (so a
+        lost or damaged file never lowers the floor below what is on disk)."""
+        path = os.path.join(self.root, NEWEST)
+        newest: dict[str, tuple[dt.datetime, str]] = {}
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read(NEWEST_MAX_BYTES + 1)[:NEWEST_MAX_BYTES])
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            for vm_name, item in data.items():
+                if not isinstance(item, dict) or not _SHA.match(str(item.get("sha256"))):
+                    raise ValueError(f"{vm_name!r}: not {{created, sha256}}")
+                newest[str(vm_name)] = (parse_created(item.get("created")), item["sha256"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "images.newest_unreadable",
+                f"{path} is unreadable ({exc}); the installed images' manifests set the floor",
+            )
+            newest = {}
+        for sha, entry in self._index.items():
+            try:
+                manifest = parse_manifest(str(entry["manifest"]).encode())
+            except (KeyError, ValueError):
+                continue
+            seen = newest.get(manifest.vm_name)
+            if seen is None or manifest.created > seen[0]:
+                newest[manifest.vm_name] = (manifest.created, sha)
+        return newest
+
+    def _check_rollback(self, manifest: Manifest) -> None:
+        with self._lock:
+            seen = self._newest.get(manifest.vm_name)
+        if seen is None:
+            return
+        created, sha = seen
+        if manifest.created < created or (manifest.created == created and manifest.sha256 != sha):
+            raise ImageError(
+                "image_rollback",
+                f"the signed manifest for {manifest.vm_name} was created "
+                f"{manifest.created.isoformat()} ({manifest.sha256[:12]}), but this desktop "
+                f"already accepted one created {created.isoformat()} ({sha[:12]}); an image "
+                "never goes back to an older one",
+            )
+
+    def _accept(self, manifest: Manifest) -> None:
+        """Raise the floor for ``manifest.vm_name`` to it (written atomically: temp + rename)."""
+        with self._lock:
+            seen = self._newest.get(manifest.vm_name)
+            if seen is not None and seen[0] >= manifest.created:
+                return
+            self._newest[manifest.vm_name] = (manifest.created, manifest.sha256)
+            data = {
+                name: {"created": created.isoformat(), "sha256": sha}
+                for name, (created, sha) in sorted(self._newest.items())
+            }
+            write_private(
+                os.path.join(self.root, NEWEST), json.dumps(data, indent=1).encode() + b"\n"
+            )
+
     def _save_index(self) -> None:
         data = json.dumps(self._index, indent=1, sort_keys=True).encode()
         write_private(os.path.join(self.root, "index.json"), data)
 
     def _reconcile(self) -> None:
-        """Drop index entries without a file, and files without an entry; remove temp files."""
+        """Drop index entries without a file, and files without an entry; remove temp files.
+
+        The index is written only if an entry was dropped or it is missing, and a full disk
+        does not stop the agent from starting: the index in memory is right, and it is saved
+        next time.
+        """
         with self._lock:
-            for sha in [s for s in self._index if not os.path.exists(self._path(s, "img"))]:
+            gone = [s for s in self._index if not os.path.exists(self._path(s, "img"))]
+            for sha in gone:
                 del self._index[sha]
             for name in os.listdir(self.root):
                 full = os.path.join(self.root, name)
@@ -172,7 +284,19 @@ class EncryptedImageStore(ImageStore):
                         f"removed {name}, left by an interrupted run",
                         file=name,
                     )
-            self._save_index()
+            if gone or not os.path.exists(os.path.join(self.root, "index.json")):
+                try:
+                    self._save_index()
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    log_event(
+                        LOG,
+                        logging.ERROR,
+                        "images.index_not_saved",
+                        f"the disk is full: index.json keeps {len(gone)} entries without a "
+                        "file until there is room (they are dropped again at the next start)",
+                    )
 
     def installed(self) -> list[StoredImage]:
         with self._lock:
@@ -324,17 +448,21 @@ class EncryptedImageStore(ImageStore):
                 f"the signed manifest is for {manifest.vm_name} "
                 f"/ {manifest.file}, not {expect_vm_name} / {expect_file}",
             )
+        self._check_rollback(manifest)  # an older manifest than one accepted: refused, even cached
+        self._url(entry)  # an http:// (or otherwise refused) URL: refused before any change
         with self._lock:
             lock = self._locks.setdefault(manifest.sha256, threading.Lock())
         with lock:
             with self._lock:
-                if manifest.sha256 in self._index:
+                cached = manifest.sha256 in self._index
+                if cached:
                     self._index[manifest.sha256]["last_used"] = time.time()
                     self._save_index()
-                    return manifest
-            self._make_room(manifest)
-            self._download(entry, manifest, progress, cancel)
-            self._install(manifest, entry)
+            if not cached:
+                self._make_room(manifest)
+                self._download(entry, manifest, progress, cancel)
+                self._install(manifest, entry)
+            self._accept(manifest)
         return manifest
 
     def _download(
@@ -407,9 +535,10 @@ class EncryptedImageStore(ImageStore):
 
     def _url(self, entry: CatalogueEntry) -> str:
         url = urllib.parse.urljoin(self.base_url + "/", entry.url)
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ImageError("image_unavailable", f"{entry.url!r} is not an http(s) URL")
-        return url
+        try:
+            return limits.image_url(url, allow_insecure_http=self.allow_insecure_http)
+        except ValueError as exc:
+            raise ImageError("image_unavailable", str(exc)) from None
 
     def _open(
         self, request: urllib.request.Request, url: str, remaining: int
@@ -420,7 +549,11 @@ class EncryptedImageStore(ImageStore):
         try:
             response = opened.enter_context(
                 open_with_deadline(
-                    request, timeout_s=self._timeout, deadline_s=deadline, context=self._ssl
+                    request,
+                    timeout_s=self._timeout,
+                    deadline_s=deadline,
+                    context=self._ssl,
+                    redirects=self._redirects,
                 )
             )
         except HttpStatusError as exc:
@@ -444,11 +577,12 @@ class EncryptedImageStore(ImageStore):
         url = self._url(entry)
         if writer.complete:
             return writer
-        request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in _url
+        request = urllib.request.Request(  # noqa: S310 - https (or a lab's http), _url
             url, headers={"User-Agent": "cvmc-agent"}
         )
         if writer.written:
             request.add_header("Range", f"bytes={writer.written}-")
+        # Redirects are checked against the same rule (_CheckedRedirects).
         opened, response = self._open(request, url, manifest.size - writer.written)
         with opened:
             if writer.written and response.status == 200:

@@ -3,7 +3,8 @@
 The configuration file is JSON with two sections. ``grid`` carries the grid model's variables
 without their ``grid_`` prefix, exactly as in the inventory (``policy``,
 ``host_memory_reserve_mb``, ``max_vms_per_desktop``, ``vm_types``, ``bandwidth_classes``,
-``bandwidth_default_class``, ``coordinator_url`` and, optionally, ``desktop_min_memory_mb``),
+``bandwidth_default_class``, ``coordinator_url`` and, optionally, ``desktop_min_memory_mb``
+and ``images_allow_insecure_http``),
 so the desktop roles render it straight from the model. ``agent`` carries what only a desktop
 knows: where its state lives, which hypervisor it drives, its image budget and the image
 signing keys it trusts.
@@ -49,12 +50,14 @@ GRID_KEYS: tuple[str, ...] = (
     "bandwidth_default_class",
     "desktop_min_memory_mb",
     "coordinator_url",
+    "images_allow_insecure_http",
 )
 #: Defaults of an absent grid key: the grid role's (roles/grid/defaults/main.yml).
 _GRID_DEFAULTS: dict[str, Any] = {
     "policy": {},
     "host_memory_reserve_mb": 1024,
     "bandwidth_default_class": "standard",
+    "images_allow_insecure_http": False,
 }
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,6 +109,8 @@ class AgentConfig:
     vm_types: Mapping[str, VmType]
     coordinator_url: str
     agent: AgentSettings
+    #: grid_images_allow_insecure_http: image URLs (and redirects) may be http:// (a lab).
+    images_allow_insecure_http: bool = False
 
 
 def _mapping(raw: object, name: str) -> Mapping[str, Any]:
@@ -278,6 +283,11 @@ def parse_config(raw: object) -> AgentConfig:
     policy_config = parse_policy_config(grid)
     vm_types = parse_vm_types(grid)
     url = _wrap(limits.coordinator_url, _grid_value(grid, "coordinator_url"))
+    insecure_http = _wrap(
+        limits.flag,
+        _grid_value(grid, "images_allow_insecure_http"),
+        name=limits.INSECURE_HTTP_VARIABLE,
+    )
     if "desktop_min_memory_mb" in grid:
         smallest = _wrap(
             limits.setting, grid["desktop_min_memory_mb"], "grid_desktop_min_memory_mb"
@@ -290,4 +300,5 @@ def parse_config(raw: object) -> AgentConfig:
         vm_types=vm_types,
         coordinator_url=url.rstrip("/"),
         agent=parse_settings(agent),
+        images_allow_insecure_http=insecure_http,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import errno
 import logging
 import random
 import threading
@@ -104,6 +105,12 @@ def remove_leftovers(hypervisor: Hypervisor, seeds: SeedFactory) -> list[str]:
             items=removed,
         )
     return removed
+
+
+#: Free space a VM start needs in the state directory beyond its image (the overlay disk's
+#: first writes, the seed, the index and status files); below it the lease is declined
+#: (``disk_full``) before anything is fetched or written.
+START_MIN_FREE_MB = 64
 
 
 class LaunchCancelledError(Exception):
@@ -193,6 +200,7 @@ class Agent:
         self._hw_virt: tuple[HwVirt, float] | None = None
         self._base_lock = threading.Lock()
         self._status: dict[str, Any] = {}
+        self._status_unwritten = False
 
     # -- startup and shutdown ---------------------------------------------------------------
 
@@ -436,6 +444,8 @@ class Agent:
             transition(slot, S.STOPPED, now, f"{slot.reason or 'cancelled'}; launch cancelled")
             return
         reason = exc.reason if isinstance(exc, ImageError) else "start_failed"
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "disk_full"
         log_event(
             LOG,
             logging.ERROR,
@@ -540,6 +550,13 @@ class Agent:
         identity = self.p.identities.for_slot(slot)
         if identity is None:
             raise ImageError("no_identity", f"no VPN identity or HTCondor token for slot {slot}")
+        free_mb = self.p.resources.disk_free_mb(self.config.agent.state_dir)
+        if free_mb < START_MIN_FREE_MB:
+            raise ImageError(
+                "disk_full",
+                f"{max(free_mb, 0)} MiB free in {self.config.agent.state_dir}; a VM start needs "
+                f"at least {START_MIN_FREE_MB} MiB",
+            )
         try:
             entries = protocol.parse_catalogue(self.p.coordinator.catalogue())
         except (CoordinatorError, ValueError, OSError) as exc:
@@ -719,8 +736,22 @@ class Agent:
         status = self.status(now)
         key = {**status, "slots": [{**s, "for_s": 0} for s in status["slots"]]}
         if key != self._status:
+            try:
+                self.status_sink(status)
+            except OSError as exc:
+                # A full disk must not stop the loop (it still vacates VMs on logon); the
+                # status is written again once it changes and there is room.
+                if not self._status_unwritten:
+                    log_event(
+                        LOG,
+                        logging.ERROR,
+                        "agent.status_not_written",
+                        f"the status file could not be written ({exc}); the agent goes on",
+                    )
+                self._status_unwritten = True
+                return
+            self._status_unwritten = False
             self._status = key
-            self.status_sink(status)
 
 
 def _progress_logger(slot: int, vm_name: str) -> Callable[[int, int], None]:

@@ -10,7 +10,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
+from cvmc.gridmodel import limits
 from cvmc.gridmodel.classad import DEFAULT_VM_CONDOR_VERSION, validate_condor_version
 
 __all__ = [
@@ -74,6 +76,8 @@ class LeasesConfig:
 class ImagesConfig:
     dir: str = "/srv/cvmc-images"
     base_url: str = "/images/"
+    #: grid_images_allow_insecure_http: image URLs may be plain http:// (a lab only).
+    allow_insecure_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,9 +247,22 @@ def parse_config(raw: Mapping[str, object]) -> Config:
     images = ImagesConfig(
         dir=_str("images.dir", i.get("dir", d_images.dir), empty=False),
         base_url=_str("images.base_url", i.get("base_url", d_images.base_url), empty=False),
+        allow_insecure_http=_bool(
+            "images.allow_insecure_http",
+            i.get("allow_insecure_http", d_images.allow_insecure_http),
+        ),
     )
     if not images.base_url.endswith("/"):
         raise ConfigError("images.base_url", f"{images.base_url!r} must end with '/'")
+    try:
+        # Agents resolve it against the coordinator's URL and fetch only what this rule allows.
+        limits.image_url(
+            urljoin(server.public_url, images.base_url),
+            allow_insecure_http=images.allow_insecure_http,
+            name="images.base_url",
+        )
+    except ValueError as exc:
+        raise ConfigError("images.base_url", str(exc).removeprefix("images.base_url: ")) from None
 
     m = sec["demand"]
     source = _str("demand.source", m.get("source", d_demand.source))

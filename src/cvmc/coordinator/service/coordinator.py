@@ -47,8 +47,8 @@ from cvmc.protocol import (
     ERROR_CODES,
     HEARTBEAT_SCHEMA,
     SEQ_PATTERN,
-    values,
     loads_json,
+    values,
 )
 
 __all__ = ["ApiError", "Coordinator", "RoundReport"]
