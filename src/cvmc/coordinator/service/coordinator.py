@@ -73,7 +73,8 @@ class ApiError(Exception):
 
 
 def _validator(schema: Mapping[str, Any]) -> Any:  # noqa: ANN401 - jsonschema_rs validator
-    return jsonschema_rs.validator_for(dict(schema))
+    # ``format`` is an assertion here, not an annotation: the schemas' ``date-time`` holds.
+    return jsonschema_rs.validator_for(dict(schema), validate_formats=True)
 
 
 def _check(validator: Any, payload: object, what: str) -> None:  # noqa: ANN401
