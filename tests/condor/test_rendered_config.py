@@ -13,7 +13,7 @@ import classad2
 import pytest
 import yaml
 from condor.condor_config import load
-from condor.playbook import ROOT, Run
+from condor.playbook import ROOT, Run, fresh_key, run
 
 from cvmc.gridmodel import classad
 
@@ -71,6 +71,49 @@ def test_idtokens_with_encryption_and_integrity_required(
     assert values["SECURITY_MODEL"] is not None
     assert values["TRUST_DOMAIN"] == "lab-cm"
     assert values["CONDOR_HOST"] == "lab-cm"
+
+
+def test_anonymous_read_says_who_needs_it(lab_render: Run) -> None:
+    """On by default because the coordinator's demand reader reads without a token; the
+    rendered fragment says so, next to the setting."""
+    text = (lab_render.config_d("lab-cm") / "90-desktop-grid-security.conf").read_text()
+    assert "Anonymous READ is on (htcondor_anonymous_read)" in text
+    assert "coordinator's demand reader" in text
+
+
+@pytest.fixture(scope="module")
+def no_anonymous_render(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    root = tmp_path_factory.mktemp("no-anonymous") / "root"
+    result = run(
+        "render.yml",
+        root,
+        {
+            "htcondor_pool_signing_key": fresh_key(),
+            "condor_submit_vm_token_issuer_user": "",
+            "htcondor_anonymous_read": False,
+        },
+    )
+    assert result.rc == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize(
+    ("host", "subsystem"),
+    [("lab-cm", "COLLECTOR"), ("lab-submit", "SCHEDD"), ("condor-test-vm", "STARTD")],
+)
+def test_anonymous_read_off_leaves_no_anonymous_level(
+    no_anonymous_render: Run, host: str, subsystem: str
+) -> None:
+    names = [f"SEC_{level}_AUTHENTICATION_METHODS" for level in LEVELS]
+    names += [f"SEC_{level}_AUTHENTICATION" for level in LEVELS]
+    values = load(no_anonymous_render.config_d(host), names, subsystem)
+    for level in LEVELS:
+        if values[f"SEC_{level}_AUTHENTICATION_METHODS"] is not None:
+            assert "ANONYMOUS" not in methods(values[f"SEC_{level}_AUTHENTICATION_METHODS"])
+    for level in ("DEFAULT", "CLIENT", "READ"):
+        assert str(values[f"SEC_{level}_AUTHENTICATION"]).upper() == "REQUIRED", level
+    text = (no_anonymous_render.config_d(host) / "90-desktop-grid-security.conf").read_text()
+    assert "Anonymous READ is off" in text
 
 
 def test_signing_key_on_the_holders_only(lab_render: Run, lab_key: str) -> None:

@@ -226,6 +226,22 @@ def test_bad_requests_write_nothing(setup: Any) -> None:
     assert a.beat().status_code == 200
 
 
+@pytest.mark.parametrize(
+    "sent_at", ["2024-01-01T12:99:00Z", "2026-13-01T00:00:00Z", "yesterday", "2026-11-23"]
+)
+def test_heartbeat_with_a_sent_at_that_is_no_date_time_is_refused(setup: Any, sent_at: str) -> None:
+    """The schema says ``format: date-time`` (RFC 3339); the coordinator holds it to that
+    (found by fuzzing past authentication: such a heartbeat was accepted)."""
+    coordinator, client, _ = setup
+    a = Desk(client, "desk00")
+    a.leases()
+    before = dump(_engine(coordinator))
+    reply = a.beat({**heartbeat(), "sent_at": sent_at})
+    assert (reply.status_code, reply.json()["error"]) == (400, "malformed")
+    assert "sent_at" in reply.json()["message"]
+    assert dump(_engine(coordinator)) == before
+
+
 def test_bad_enrolments_write_nothing(setup: Any) -> None:
     coordinator, client, _ = setup
     Desk(client, "desk00")

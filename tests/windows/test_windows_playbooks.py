@@ -70,6 +70,16 @@ def assert_stopped_before_any_desktop(result: subprocess.CompletedProcess[str]) 
         ),
         ({"ansible_winrm_transport": ["ntlm", "plaintext"]}, "includes basic or plaintext"),
         (
+            {"ansible_winrm_transport": "credssp"},
+            "ansible_winrm_transport credssp includes credssp",
+        ),
+        ({"ansible_winrm_transport": ["kerberos", "CredSSP"]}, "includes credssp"),
+        ({"ansible_winrm_transport": ""}, "ansible_winrm_transport is not set"),
+        (
+            {"ansible_connection": "psrp", "ansible_psrp_auth": "credssp"},
+            "ansible_psrp_auth is credssp",
+        ),
+        (
             {"ansible_winrm_server_cert_validation": "ignore"},
             "ansible_winrm_server_cert_validation is ignore",
         ),
@@ -125,6 +135,18 @@ def test_good_settings_pass_the_checks(tmp_path: Path, extra: dict[str, Any]) ->
     result = run(ROOT / "tests/windows/check_inputs.yml", tmp_path, offline_vars(**extra))
     assert result.returncode == 0, output(result)
     assert output(result).count("msg: checks passed") == 7
+
+
+def test_a_missing_winrm_transport_stops_desktops_yml(tmp_path: Path) -> None:
+    # Without ansible_winrm_transport pywinrm picks NTLM itself: the transport must be named.
+    inventory = copy_example(tmp_path)
+    connection = inventory / "group_vars/windows_desktops/connection.yml"
+    settings = yaml.safe_load(connection.read_text())
+    del settings["ansible_winrm_transport"]
+    connection.write_text(yaml.safe_dump(settings))
+    result = run_on(inventory, "playbooks/desktops.yml", tmp_path, offline_vars())
+    assert_stopped_before_any_desktop(result)
+    assert "ansible_winrm_transport is not set" in output(result)
 
 
 def copy_example(tmp_path: Path, *new_hosts: str) -> Path:
