@@ -60,7 +60,7 @@ _HOSTILE_VALUES: dict[str, tuple[tuple[str | int, ...], object]] = {
     "1e308": (("state", "users"), 1e308),
     "2**40": (("resources", "memory_free_mb"), 2**40),
     "2**70": (("resources", "cpus"), 2**70),
-    "1.0": (("capacity", "max_vms"), 1.0),
+    "2.5": (("capacity", "max_vms"), 2.5),
     "nul": (("state", "policy"), "allowed\x00; DROP"),
     "surrogate": (("agent_version",), "0.1\ud800"),
     "nul-in-slot": (("slots", 1, "reason"), "\x00"),
@@ -109,8 +109,17 @@ def test_one_hostile_desktop_fails_no_honest_heartbeat(coordinator: Coordinator)
                     return out
 
                 plain: list[tuple[dict[str, Any], str | None]] = [(heartbeat(), None)] * ROUNDS
+                # An integer written as a float (2.0) is an integer for JSON Schema: honest,
+                # accepted, and stored as an integer (checked below on SQLite).
+                floats = heartbeat()
+                floats["capacity"]["max_vms"] = float(floats["capacity"]["max_vms"])
+                floats["state"]["users"] = float(floats["state"]["users"])
+                floated: list[tuple[dict[str, Any], str | None]] = [(floats, None)] * ROUNDS
                 bad = [_hostile(kind) for kind in HOSTILE] * (ROUNDS // 2)
-                tasks = [desktop(desk, plain) for desk in honest] + [desktop(hostile, list(bad))]
+                tasks = [
+                    desktop(desk, floated if i % 2 else plain) for i, desk in enumerate(honest)
+                ]
+                tasks.append(desktop(hostile, list(bad)))
                 return [r for replies in await asyncio.gather(*tasks) for r in replies]
 
         results = asyncio.run(beat_all())

@@ -5,9 +5,12 @@ fractional part), integers have no maximum, and strings may hold NUL and lone su
 (``"\\ud800"``). The coordinator's store refuses such values (PostgreSQL's ``int4`` and
 ``text``), or keeps them wrongly (SQLite stores a float in an integer column), so the schemas
 bound every integer to what the store holds (``MAX_INT``), give free text ``TEXT_PATTERN``,
-and ``problem`` checks what a schema cannot say: an integer written as a float, a number that
-is not finite, a lone surrogate. The coordinator runs ``problem`` on every request body before
-its schema check and before any write; the agent reads ``MAX_SEQ`` for its sequence numbers.
+and ``problem`` checks what a schema cannot say: a number that is not finite, a lone
+surrogate (and, with a clearer message than the schema's, a fraction where an integer is
+wanted). An integer written as a float (``5.0``) is an integer for JSON Schema; once the schema
+has bounded it, ``integers`` makes it a Python ``int``, so that no store keeps it as a float.
+The coordinator runs ``problem`` on every request body before its schema check, and
+``integers`` after it, before any write; the agent reads ``MAX_SEQ`` for its sequence numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "SEQ_PATTERN",
     "TEXT_PATTERN",
     "integer",
+    "integers",
     "is_seq",
     "problem",
     "text",
@@ -77,7 +81,7 @@ def _value_problem(schema: Any, value: object) -> str | None:  # noqa: ANN401 - 
     if isinstance(value, float):
         if not math.isfinite(value):
             return "is not a finite number"
-        if _wants_integer(schema):
+        if _wants_integer(schema) and not value.is_integer():
             return f"is not an integer (written as the number {value!r})"
     return None
 
@@ -137,3 +141,23 @@ def problem(schema: dict[str, Any], payload: object) -> str | None:
             for index in reversed(range(len(value))):
                 stack.append((items, value[index], f"{path}/{index}" if path else str(index)))
     return None  # pragma: no cover - _clean and this walk apply the same rules
+
+
+def integers(schema: dict[str, Any], payload: object) -> object:
+    """``payload`` with every integral float where ``schema`` wants an integer (``5.0``) made
+    an ``int``: JSON Schema counts ``5.0`` as an integer, and a store must not keep it as a
+    float (SQLite would store REAL in an integer column). Run it after the schema's check,
+    which bounds the value; the payload is not changed in place."""
+
+    def walk(node: Any, value: object) -> object:  # noqa: ANN401 - a JSON schema node
+        if isinstance(value, float) and _wants_integer(node) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            properties = node.get("properties", {}) if isinstance(node, dict) else {}
+            return {key: walk(properties.get(key), item) for key, item in value.items()}
+        if isinstance(value, list):
+            items = node.get("items") if isinstance(node, dict) else None
+            return [walk(items, item) for item in value]
+        return value
+
+    return walk(schema, payload)

@@ -88,10 +88,11 @@ def _validator(schema: dict[str, Any]) -> _Schema:
     return _Schema(schema, jsonschema_rs.validator_for(dict(schema), validate_formats=True))
 
 
-def _check(schema: _Schema, payload: object, what: str) -> None:
-    """``ApiError`` (``malformed``, naming the JSON path) unless ``payload`` keeps the wire's
-    value rules (``cvmc.protocol.values``: no NUL, no lone surrogate, no float for an integer)
-    and then the schema (which bounds every integer to what the store holds)."""
+def _check(schema: _Schema, payload: object, what: str) -> Any:  # noqa: ANN401 - JSON
+    """``payload`` with its integers as ``int`` (``5.0`` is an integer for JSON Schema), or
+    ``ApiError`` (``malformed``, naming the JSON path) unless it keeps the wire's value rules
+    (``cvmc.protocol.values``: no NUL, no lone surrogate, no infinity, no fraction for an
+    integer) and then the schema (which bounds every integer to what the store holds)."""
     why = values.problem(schema.schema, payload)
     if why is not None:
         raise ApiError("malformed", f"{what} {why}"[:500])
@@ -99,6 +100,7 @@ def _check(schema: _Schema, payload: object, what: str) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.instance_path) or "(body)"
         raise ApiError("malformed", f"{what} {where}: {error.message}"[:500])
+    return values.integers(schema.schema, payload)
 
 
 def _json(body: bytes, what: str) -> object:
@@ -173,7 +175,7 @@ class Coordinator:
 
     def enrol(self, body: bytes) -> dict[str, Any]:
         payload = _json(body, "enrol")
-        _check(self._enrol_schema, payload, "enrol")
+        payload = _check(self._enrol_schema, payload, "enrol")
         assert isinstance(payload, dict)
         desktop = self.grid.desktop(payload["desktop"])
         if desktop is None:
@@ -300,7 +302,7 @@ class Coordinator:
         revocation and sequence), JSON, schema. ``ApiError`` if one fails."""
         desktop_id, seq = self.authenticate("POST", path, headers, body)
         payload = _json(body, "heartbeat")
-        _check(self._heartbeat_schema, payload, "heartbeat")
+        payload = _check(self._heartbeat_schema, payload, "heartbeat")
         assert isinstance(payload, dict)
         return HeartbeatItem(desktop_id, seq, _update(payload))
 
