@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "JsonTextError", "loads_json"]
@@ -23,9 +24,12 @@ MAX_JSON_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects read; the wire formats need at most 4."""
 
-# A string (closed, or running to the end of the text: the possessive ``*+`` never rescans
-# it, so the scan stays linear) or one bracket. Brackets inside strings are never seen.
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+# A string, closed or running to the end of the text, in the unrolled form whose possessive
+# loops never backtrack (linear). Removing the strings, then everything but brackets, leaves
+# the brackets outside strings; their running sum is the depth.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
+_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class JsonTextError(ValueError):
@@ -46,15 +50,9 @@ def loads_json(
             text = bytes(text).decode(json.detect_encoding(text))
         except UnicodeDecodeError as exc:
             raise JsonTextError(f"the JSON text is not valid Unicode ({exc.reason})") from None
-    depth = 0
-    for token in _TOKENS.finditer(text):
-        char = text[token.start()]
-        if char in "[{":
-            depth += 1
-            if depth > max_depth:
-                raise JsonTextError(f"the JSON text is nested deeper than {max_depth} levels")
-        elif char in "]}":
-            depth -= 1
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if len(brackets) > max_depth and max(accumulate(map(_DELTA.__getitem__, brackets))) > max_depth:
+        raise JsonTextError(f"the JSON text is nested deeper than {max_depth} levels")
     try:
         return json.loads(text)
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,40 @@ def test_kvm_probe_without_qemu_exits_1(capsys: pytest.CaptureFixture[str]) -> N
     report = json.loads(capsys.readouterr().out)
     assert report["accel"] is None
     assert "not found" in report["error"]
+
+
+FAILING_AGENT = """
+import sys
+import cvmc.agent.service.agent as loop
+from cvmc.agent.entrypoints.cli import main
+
+def tick(self):
+    raise KeyError("a tick that always fails (test)")
+
+loop.Agent.tick = tick
+loop.tick_backoff = lambda poll_s, failures: 0.01  # the backoff itself is a unit test's
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_agent_whose_ticks_keep_failing_exits_1_after_removing_its_vms(
+    tmp_path: Path,
+) -> None:
+    """Issue 15, finding 4: the real ``cvmc agent run`` (its loop made to fail every tick)
+    logs each failure, gives up after ten, removes its VMs and exits 1 for the service
+    manager, instead of dying at the first error or running on broken."""
+    config = write_config(tmp_path, poll_s=0.5)
+    src = Path(__file__).resolve().parents[3] / "src"
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_AGENT, "--config", str(config), "agent", "run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    events = [json.loads(line).get("event") for line in done.stderr.splitlines() if line]
+    assert events.count("agent.tick_failed") == 9
+    assert events[-2:] == ["agent.failed", "agent.exit"]
+    assert "Traceback" not in done.stderr

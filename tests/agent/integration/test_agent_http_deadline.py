@@ -7,13 +7,16 @@ count: the call returned before the server had sent half its body (no timing ass
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
 from agent.agent_images import entry, make_image
-from agent.agent_servers import DripServer
+from agent.agent_servers import DripServer, self_signed
 
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.http_coordinator import AgentState, HttpCoordinator
@@ -128,5 +131,59 @@ def test_enrolment_reply_nested_json_is_malformed(tmp_path: Path) -> None:
             coordinator.enrol()
         assert caught.value.code == "malformed"
         assert token.exists()
+    finally:
+        server.close()
+
+
+class GarbageServer:
+    """TLS on 127.0.0.1 that answers any request with bytes that are not HTTP."""
+
+    def __init__(self, directory: Path, reply: bytes) -> None:
+        self.cert, key = self_signed(directory)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, key)
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.sock = context.wrap_socket(listener, server_side=True)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = self.sock.accept()
+                    with conn:
+                        conn.recv(65536)
+                        conn.sendall(reply)
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HELLO WORLD\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", b""],
+    ids=["not-http", "short-body", "nothing"],
+)
+def test_a_reply_that_is_not_http_is_an_unavailable_coordinator(
+    tmp_path: Path, reply: bytes
+) -> None:
+    """http.client's own errors (BadStatusLine, IncompleteRead) are no OSError: they used to
+    escape the agent's handlers like the nested JSON did."""
+    server = GarbageServer(tmp_path, reply)
+    try:
+        coordinator = HttpCoordinator(
+            server.url,
+            state=AgentState(str(tmp_path / "state"), bytes(32)),
+            desktop="desk00",
+            platform="linux",
+            enrol_token_file=None,
+            ssl_context=ssl.create_default_context(cafile=server.cert),
+            timeout_s=10.0,
+        )
+        coordinator.state.save_credential("d-1", bytes(range(32)))
+        with pytest.raises(CoordinatorError) as caught:
+            coordinator.heartbeat({"x": 1})
+        assert caught.value.code == "unavailable"
     finally:
         server.close()

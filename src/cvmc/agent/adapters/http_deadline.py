@@ -148,13 +148,18 @@ class DeadlineResponse:
         self.headers: Message = response.headers
 
     def read(self, amount: int) -> bytes:
-        """Up to ``amount`` bytes (fewer only at the end of the body)."""
+        """Up to ``amount`` bytes: fewer only at the end of the body. A body that ends before
+        its ``Content-Length`` is a :class:`TransportError` (``http.client`` returns it short)."""
         try:
             data = self._response.read(amount)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise _failure(self._watchdog, self.url, exc) from None
         if self._watchdog.fired:
             raise DeadlineError(f"{self.url}: no complete reply before the deadline")
+        if len(data) < amount and self._response.length:
+            raise TransportError(
+                f"{self.url}: the body ended {self._response.length} bytes before its length"
+            )
         return data
 
 

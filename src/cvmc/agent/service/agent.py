@@ -101,7 +101,7 @@ def remove_leftovers(hypervisor: Hypervisor, seeds: SeedFactory) -> list[str]:
             LOG,
             logging.WARNING,
             "orphan.removed",
-            f"removed {len(removed)} leftovers of an earlier run",
+            f"removed {len(removed)} VM(s) and seed(s) an earlier or failed run left",
             items=removed,
         )
     return removed
