@@ -22,7 +22,7 @@ from windows.windows_run import ENROL_KEY, EXAMPLE, HOSTS, ROOT
 
 from cvmc.agent.domain.config import parse_config
 from cvmc.gridmodel import addressing, plan, preflight, vpn
-from cvmc.gridmodel.enrolment import verify_enrol_token
+from cvmc.gridmodel.enrolment import read_enrol_token
 
 pytestmark = pytest.mark.slow
 
@@ -95,10 +95,12 @@ def test_identities_and_client_configs_follow_the_address_plan(rendered: Path, h
 @pytest.mark.parametrize("host", HOSTS)
 def test_enrolment_token_is_for_this_desktop(rendered: Path, host: str) -> None:
     token = (rendered / host / "enrol.token").read_text()
-    assert verify_enrol_token(ENROL_KEY, token, host) == 1
+    claims = read_enrol_token(ENROL_KEY, token, host)
+    assert claims.generation == 1
+    assert claims.expires_at - claims.issued_at == 7 * 86_400  # the grid role's default TTL
     other = HOSTS[1] if host == HOSTS[0] else HOSTS[0]
     with pytest.raises(ValueError, match=r"\S"):
-        verify_enrol_token(ENROL_KEY, token, other)
+        read_enrol_token(ENROL_KEY, token, other)
 
 
 def test_the_library_directory_and_path_file_match_the_wheelhouse(rendered: Path) -> None:
