@@ -167,8 +167,8 @@ class Coordinator:
         now = self.clock()
         desktop = self.grid.desktop(payload["desktop"])
         try:
-            if desktop is None:
-                raise ValueError("not a desktop of this grid")
+            # The MAC is checked for every name, known or not, so that an unknown name costs
+            # the same work as a known one.
             claims = check_enrol_token(
                 self.enrol_key,
                 payload["token"],
@@ -176,6 +176,8 @@ class Coordinator:
                 now=now,
                 not_before=self.grid.enrol_tokens_not_before,
             )
+            if desktop is None:
+                raise ValueError("not a desktop of this grid")
             generation = claims.generation
             desktop_id, salt = self.store.enrol(
                 name=desktop.name,
