@@ -623,6 +623,23 @@ CASES += [
         refused_by=(AGENT,),
     ),
     Case(
+        "enrol-token-ttl-too-short",
+        {"grid_coordinator_enrol_token_ttl_s": 299},
+        "grid_coordinator_enrol_token_ttl_s: 299 is out of range; give a whole number from 300 "
+        "to 7776000",
+    ),
+    Case(
+        "enrol-token-ttl-above-90-days",
+        {"grid_coordinator_enrol_token_ttl_s": 7_776_001},
+        "grid_coordinator_enrol_token_ttl_s: 7776001 is out of range",
+    ),
+    Case(
+        "enrol-tokens-not-before-negative",
+        {"grid_coordinator_enrol_tokens_not_before": -1},
+        "grid_coordinator_enrol_tokens_not_before: -1 is out of range",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
         "vpn-instance-name-too-long",
         {"grid_vpn_instances": [{"name": "research-vpn-0", "port": 1194}]},
         "grid_vpn_instances[0].name: 'research-vpn-0' is not an instance name",

@@ -58,8 +58,12 @@ GRID: dict[str, Any] = {
 }
 
 
+#: Where the fake clock starts; tokens are issued then unless a test says otherwise.
+CLOCK_START = 1_800_000_000.0
+
+
 class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
+    def __init__(self, now: float = CLOCK_START) -> None:
         self.now = now
 
     def __call__(self) -> float:
@@ -125,14 +129,25 @@ def set_demand(coordinator: Coordinator, *jobs: tuple[str | None, int]) -> None:
     coordinator.demand_at = float("-inf")  # poll again at the next round
 
 
-def token(desktop: str, generation: int = 1) -> str:
-    return enrol_token(ENROL_KEY, desktop, generation)
+def token(
+    desktop: str, generation: int = 1, *, issued_at: float = CLOCK_START, ttl_s: int = 86_400
+) -> str:
+    """A token issued at ``issued_at`` (the fake clock's start unless a test runs on real
+    time), valid for ``ttl_s`` seconds."""
+    return enrol_token(ENROL_KEY, desktop, generation, issued_at=int(issued_at), ttl_s=ttl_s)
 
 
-def enrol_body(desktop: str, generation: int = 1, **extra: Any) -> bytes:
+def enrol_body(
+    desktop: str,
+    generation: int = 1,
+    *,
+    issued_at: float = CLOCK_START,
+    ttl_s: int = 86_400,
+    **extra: Any,
+) -> bytes:
     return json.dumps(
         {
-            "token": token(desktop, generation),
+            "token": token(desktop, generation, issued_at=issued_at, ttl_s=ttl_s),
             "desktop": desktop,
             "agent_version": "0.1.0",
             "platform": "linux",
@@ -235,6 +250,7 @@ def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 __all__ = [
     "BOINC",
     "BULK",
+    "CLOCK_START",
     "ENROL_KEY",
     "GRID",
     "Clock",

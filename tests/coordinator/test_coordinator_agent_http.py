@@ -56,7 +56,7 @@ def store_key(desktop: str) -> bytes:
 
 def agent(tmp_path: Path, base: str, cafile: str, desktop: str) -> HttpCoordinator:
     token_file = tmp_path / f"{desktop}.token"
-    token_file.write_text(token(desktop) + "\n")
+    token_file.write_text(token(desktop, issued_at=time.time()) + "\n")
     return HttpCoordinator(
         base,
         state=AgentState(str(tmp_path / f"{desktop}-state"), store_key(desktop)),

@@ -135,7 +135,7 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     first = run("--config", str(config), "migrate")
-    assert (first.returncode, first.stdout) == (0, "migrated none -> 0001\n"), first.stderr
+    assert (first.returncode, first.stdout) == (0, "migrated none -> 0002\n"), first.stderr
     again = run("--config", str(config), "migrate")
     assert (again.returncode, again.stdout) == (0, "unchanged\n")
     # The migrations create exactly the tables the store queries.
@@ -171,6 +171,42 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     failed = run("--config", str(config), "backup", "--output", str(tmp_path / "no" / "b.db"))
     assert failed.returncode == 1
     assert "backup" in failed.stderr
+
+
+def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -> None:
+    """A desktop revoked under revision 0001 (its row's revoked_at only) is on the
+    revocation list after the upgrade, so that no unused token re-enrols it."""
+    from alembic import command  # noqa: PLC0415
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from cvmc.coordinator.adapters.database import _alembic  # noqa: PLC0415
+
+    engine = create_engine(db_url)
+    cfg = _alembic()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        for name, revoked in (("desk01", 1.5), ("desk02", None)):
+            conn.execute(
+                text(
+                    "INSERT INTO desktops (id, name, department, generation, salt, last_seq, "
+                    "enrolled_at, revoked_at, platform, agent_version, users, may_start, "
+                    "may_run, hw_virt, cpus, memory_free_mb, max_vms, busy_slots, unleased_vms, "
+                    "policy) VALUES (:id, :name, 'default', 1, :salt, 0, 1.0, :revoked, "
+                    "'linux', '0.1.0', 0, false, false, false, 0, 0, 0, 0, 0, '')"
+                ),
+                {"id": "d-" + name, "name": name, "salt": bytes(32), "revoked": revoked},
+            )
+    engine.dispose()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    result = run("--config", str(config), "migrate")
+    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0002\n"), result.stderr
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT desktop, revoked_at FROM revocations")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("desk01", 1.5)]
 
 
 def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_rounds_run_in_a_child_process_that_is_replaced_when_killed(
     config = write_setup(tmp_path, db_url, leases={"allocate_s": 0.2})
     coordinator = make_coordinator(config, Clock())
     coordinator.clock = time.time  # the child keeps real time too
-    reply = coordinator.enrol(enrol_body("desk00"))
+    reply = coordinator.enrol(enrol_body("desk00", issued_at=time.time()))
     desk, credential = reply["desktop_id"], reply["credential"]
     seq = 0
 

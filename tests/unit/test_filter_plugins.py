@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -322,6 +323,23 @@ ENROL_KEY = "k" * 40
 
 def test_enrol_token_filter_mints_the_same_token_and_raises_ansible_filter_error() -> None:
     mint = load_plugin("grid_enrolment").FilterModule().filters()["grid_enrol_token"]
-    assert mint(ENROL_KEY, "chem-lab-01", 2) == enrolment.enrol_token(ENROL_KEY, "chem-lab-01", 2)
+    before = int(time.time())
+    token = mint(ENROL_KEY, "chem-lab-01", 2, ttl_s=3600)
+    claims = enrolment.read_enrol_token(ENROL_KEY, token, "chem-lab-01")
+    assert claims.generation == 2
+    assert before <= claims.issued_at <= int(time.time())
+    assert token == enrolment.enrol_token(
+        ENROL_KEY, "chem-lab-01", 2, issued_at=claims.issued_at, ttl_s=3600
+    )
+    # A token with at least half its lifetime left is kept (a second converge changes
+    # nothing); one for another generation, or issued before the watermark, is replaced.
+    assert mint(ENROL_KEY, "chem-lab-01", 2, ttl_s=3600, reuse=token + "\n") == token
+    assert mint(ENROL_KEY, "chem-lab-01", 3, ttl_s=3600, reuse=token).split(".")[1] == "3"
+    earlier = enrolment.enrol_token(ENROL_KEY, "chem-lab-01", 2, issued_at=before - 10, ttl_s=3600)
+    assert mint(ENROL_KEY, "chem-lab-01", 2, ttl_s=3600, reuse=earlier) == earlier
+    fresh = mint(ENROL_KEY, "chem-lab-01", 2, ttl_s=3600, reuse=earlier, not_before=before - 5)
+    assert enrolment.read_enrol_token(ENROL_KEY, fresh, "chem-lab-01").issued_at >= before
+    old = enrolment.enrol_token(ENROL_KEY, "chem-lab-01", 2, issued_at=before - 1801, ttl_s=3600)
+    assert mint(ENROL_KEY, "chem-lab-01", 2, ttl_s=3600, reuse=old) != old
     with pytest.raises(AnsibleFilterError, match=r"^grid_coordinator_enrol_key: the enrolment key"):
         mint("short", "chem-lab-01")

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
-from windows.windows_run import ENROL_KEY, EXAMPLE, HOSTS, ROOT
+from windows.windows_run import ENROL_KEY, EXAMPLE, HOSTS, ROOT, offline_vars, run
 
 from cvmc.agent.domain.config import parse_config
 from cvmc.gridmodel import addressing, plan, preflight, vpn
-from cvmc.gridmodel.enrolment import verify_enrol_token
+from cvmc.gridmodel.enrolment import read_enrol_token
 
 pytestmark = pytest.mark.slow
 
@@ -95,10 +95,50 @@ def test_identities_and_client_configs_follow_the_address_plan(rendered: Path, h
 @pytest.mark.parametrize("host", HOSTS)
 def test_enrolment_token_is_for_this_desktop(rendered: Path, host: str) -> None:
     token = (rendered / host / "enrol.token").read_text()
-    assert verify_enrol_token(ENROL_KEY, token, host) == 1
+    claims = read_enrol_token(ENROL_KEY, token, host)
+    assert claims.generation == 1
+    assert claims.expires_at - claims.issued_at == 7 * 86_400  # the grid role's default TTL
     other = HOSTS[1] if host == HOSTS[0] else HOSTS[0]
     with pytest.raises(ValueError, match=r"\S"):
-        verify_enrol_token(ENROL_KEY, token, other)
+        read_enrol_token(ENROL_KEY, token, other)
+
+
+def _render_token(tmp_path: Path, host: str, **over: Any) -> tuple[str, str]:
+    """(the rendered token, ansible-playbook's output) of one render of ``host``."""
+    extra = offline_vars(
+        windows_desktop_render_dir=str(tmp_path / "out"),
+        windows_desktop_render_secrets=True,
+        **over,
+    )
+    result = run(ROOT / "tests/windows/render.yml", tmp_path, extra, "--limit", host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return (tmp_path / "out" / host / "enrol.token").read_text(), result.stdout
+
+
+def _token_task(output: str) -> str:
+    """The status line of the task that writes the token ("ok: ..." or "changed: ...")."""
+    task = output.split("Render the enrolment token]", 1)[1]
+    return next(line for line in task.splitlines() if line.startswith(("ok:", "changed:")))
+
+
+def test_a_second_render_keeps_the_still_valid_token(tmp_path: Path) -> None:
+    """The token carries its issue time; a rerun keeps it (changed=0) while at least half its
+    lifetime is left, and mints a new one for a new generation or after a restore's watermark."""
+    host = HOSTS[0]
+    first, output = _render_token(tmp_path, host)
+    assert _token_task(output).startswith("changed:")
+    again, output = _render_token(tmp_path, host)
+    assert again == first
+    assert _token_task(output).startswith("ok:")
+    claims = read_enrol_token(ENROL_KEY, first, host)
+    fenced, output = _render_token(
+        tmp_path, host, grid_coordinator_enrol_tokens_not_before=claims.issued_at + 1
+    )
+    assert _token_task(output).startswith("changed:")
+    assert fenced != first
+    assert read_enrol_token(ENROL_KEY, fenced, host).issued_at > claims.issued_at
+    bumped, _ = _render_token(tmp_path, host, windows_desktop_enrol_generation=2)
+    assert read_enrol_token(ENROL_KEY, bumped, host).generation == 2
 
 
 def test_the_library_directory_and_path_file_match_the_wheelhouse(rendered: Path) -> None:

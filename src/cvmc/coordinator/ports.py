@@ -27,7 +27,8 @@ __all__ = [
 
 
 class TokenUsedError(Exception):
-    """This (desktop, generation) enrolled before."""
+    """The store refuses this enrolment: the desktop is revoked, or the generation is not its
+    next one (used before, skipped ahead, or lower), or a concurrent enrolment spent it."""
 
 
 class ReplayedError(Exception):
@@ -163,7 +164,14 @@ class Store(ABC):
         """Accept ``seq`` for a request that changes nothing else (GET)."""
 
     @abstractmethod
-    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]: ...
+    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]:
+        """Revoke enrolled desktops: (revoked, unchanged). The revocation is kept in a list
+        that re-enrolment never clears; only ``unrevoke`` takes a name off it."""
+
+    @abstractmethod
+    def unrevoke(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Take desktops off the revocation list: (unrevoked, unchanged). Each may then enrol
+        again with its next generation's token; its old credential stays refused."""
 
     @abstractmethod
     def snapshot(

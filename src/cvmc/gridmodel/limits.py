@@ -68,6 +68,17 @@ RANGES: dict[str, Range] = {
     "grid_policy.min_battery_percent": Range(
         0, 100, "a battery charge in percent; 0 never stops grid load for the battery"
     ),
+    "grid_coordinator_enrol_token_ttl_s": Range(
+        300,
+        90 * 86_400,
+        "an enrolment token's lifetime in seconds (cvmc.gridmodel.enrolment): 5 minutes to 90 days",
+    ),
+    "grid_coordinator_enrol_tokens_not_before": Range(
+        0,
+        253_402_300_799,
+        "Unix seconds; the coordinator refuses enrolment tokens issued before it (set it when "
+        "restoring a backup); 0 refuses none",
+    ),
 }
 
 

@@ -53,6 +53,8 @@ MODEL_KEYS: tuple[str, ...] = (
     "desktop_min_memory_mb",
     "coordinator_url",
     "images_allow_insecure_http",
+    "coordinator_enrol_token_ttl_s",
+    "coordinator_enrol_tokens_not_before",
     "vpn_endpoint",
     "vpn_pki_dir",
     "vpn_pki_host",
@@ -399,13 +401,17 @@ def check_desktops(model: Model) -> list[str]:
 
 def check_coordinator(model: Model) -> list[str]:
     """What the coordinator's grid file and every agent carry: the grid's name, the
-    coordinator's URL (HTTPS only; agents send credentials to it), and whether image URLs may
-    be plain http (``limits.image_url``'s switch, a lab's only)."""
+    coordinator's URL (HTTPS only; agents send credentials to it), whether image URLs may
+    be plain http (``limits.image_url``'s switch, a lab's only), and the enrolment tokens'
+    lifetime and restore watermark."""
     problems = _problem(lambda: limits.grid_name(model["name"]))
     problems += _problem(
         lambda: limits.flag(model["images_allow_insecure_http"], name=limits.INSECURE_HTTP_VARIABLE)
     )
-    return problems + _problem(lambda: limits.coordinator_url(model["coordinator_url"]))
+    problems += _problem(lambda: limits.coordinator_url(model["coordinator_url"]))
+    for key in ("coordinator_enrol_token_ttl_s", "coordinator_enrol_tokens_not_before"):
+        problems += _problem(functools.partial(limits.setting, model[key], "grid_" + key))
+    return problems
 
 
 def check_services(model: Model) -> list[str]:

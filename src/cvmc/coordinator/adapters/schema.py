@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["declines", "desktops", "enrolments", "leases", "metadata", "samples"]
+__all__ = ["declines", "desktops", "enrolments", "leases", "metadata", "revocations", "samples"]
 
 metadata = MetaData()
 
@@ -57,6 +57,15 @@ enrolments = Table(
     Column("desktop", String(253), primary_key=True),
     Column("generation", Integer, primary_key=True),
     Column("used_at", Float, nullable=False),
+)
+
+#: Every revoked desktop, by name (``desktop_id`` form). Enrolment never clears it: a revoked
+#: desktop enrols again only after ``cvmc-coordinator unrevoke-desktop NAME``.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("desktop", String(253), primary_key=True),
+    Column("revoked_at", Float, nullable=False),
 )
 
 leases = Table(

@@ -37,8 +37,16 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
-from cvmc.coordinator.adapters.schema import declines, desktops, enrolments, leases, samples
+from cvmc.coordinator.adapters.schema import (
+    declines,
+    desktops,
+    enrolments,
+    leases,
+    revocations,
+    samples,
+)
 from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
 from cvmc.coordinator.ports import (
     AuthRecord,
@@ -239,22 +247,12 @@ class SqlStore(Store):
         key = canonical(name)
         new_id = "d-" + secrets.token_hex(8)
         salt = secrets.token_bytes(32)
-        with self._write() as conn:
-            used = conn.execute(
-                select(enrolments.c.used_at).where(
-                    enrolments.c.desktop == key, enrolments.c.generation == generation
-                )
-            ).first()
-            if used is not None:
-                raise TokenUsedError(f"{name} generation {generation}")
-            conn.execute(insert(enrolments).values(desktop=key, generation=generation, used_at=now))
-            old = conn.execute(select(desktops.c.id).where(desktops.c.name == key)).scalar()
-            if old is not None:
-                conn.execute(delete(leases).where(leases.c.desktop_id == old))
-                conn.execute(delete(declines).where(declines.c.desktop_id == old))
-                conn.execute(delete(desktops).where(desktops.c.id == old))
-            conn.execute(
-                insert(desktops).values(
+        try:
+            with self._write() as conn:
+                self._enrol(conn, key, generation, now)
+                self._replace_desktop(
+                    conn,
+                    key,
                     id=new_id,
                     name=key,
                     department=department,
@@ -277,8 +275,39 @@ class SqlStore(Store):
                     unleased_vms=0,
                     policy="",
                 )
-            )
+        except IntegrityError:
+            # A concurrent enrolment with the same token won the race (PostgreSQL: the
+            # primary key of enrolments); this one wrote nothing.
+            raise TokenUsedError(f"{name} generation {generation}: used concurrently") from None
         return new_id, salt
+
+    @staticmethod
+    def _enrol(conn: Connection, key: str, generation: int, now: float) -> None:
+        """Spend ``generation`` of desktop ``key``: only the next one, never if revoked."""
+        revoked = conn.execute(
+            select(revocations.c.revoked_at).where(revocations.c.desktop == key)
+        ).first()
+        if revoked is not None:
+            raise TokenUsedError(f"{key} is revoked")
+        last = conn.execute(
+            select(func.max(enrolments.c.generation)).where(enrolments.c.desktop == key)
+        ).scalar()
+        current = int(last or 0)
+        if generation != current + 1:
+            raise TokenUsedError(
+                f"{key} generation {generation} is not the next one ({current + 1})"
+            )
+        conn.execute(insert(enrolments).values(desktop=key, generation=generation, used_at=now))
+
+    @staticmethod
+    def _replace_desktop(conn: Connection, key: str, **row: object) -> None:
+        """The desktop's new row; its old row, leases and declines go (a new identity)."""
+        old = conn.execute(select(desktops.c.id).where(desktops.c.name == key)).scalar()
+        if old is not None:
+            conn.execute(delete(leases).where(leases.c.desktop_id == old))
+            conn.execute(delete(declines).where(declines.c.desktop_id == old))
+            conn.execute(delete(desktops).where(desktops.c.id == old))
+        conn.execute(insert(desktops).values(**row))
 
     def auth(self, desktop_id: str) -> AuthRecord | None:
         with self.engine.connect() as conn:
@@ -458,8 +487,27 @@ class SqlStore(Store):
                     continue
                 conn.execute(update(desktops).where(desktops.c.id == row.id).values(revoked_at=now))
                 conn.execute(delete(leases).where(leases.c.desktop_id == row.id))
+                listed = conn.execute(
+                    select(revocations.c.desktop).where(revocations.c.desktop == key)
+                ).first()
+                if listed is None:
+                    conn.execute(insert(revocations).values(desktop=key, revoked_at=now))
                 revoked.append(name)
         return revoked, unchanged
+
+    def unrevoke(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
+        unrevoked: list[str] = []
+        unchanged: list[str] = []
+        with self._write() as conn:
+            for name in names:
+                try:
+                    key = canonical(name)
+                except ValueError:
+                    unchanged.append(name)
+                    continue
+                done = conn.execute(delete(revocations).where(revocations.c.desktop == key))
+                (unrevoked if done.rowcount else unchanged).append(name)
+        return unrevoked, unchanged
 
     # -- allocation -----------------------------------------------------------------------
 

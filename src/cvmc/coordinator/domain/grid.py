@@ -1,11 +1,12 @@
 """The grid file the role renders from the grid model (docs/coordinator.md, "Grid file").
 
 ``{"name", "vm_types", "max_vms_per_desktop", "require_hw_virtualization",
-"desktops": [{"name", "index", "department"}]}``. Everything in it but the desktops'
-departments comes from the grid model, and is checked by the grid model's own functions
-(``cvmc.gridmodel``: the VM type catalogue, ``grid_max_vms_per_desktop``'s range, the grid's
-name), the very ones the ``grid`` role's gate runs, so a model the gate passes is never refused
-here. Messages name the file, then the model variable (``/etc/cvmc-coordinator/grid.json:
+"enrol_tokens_not_before", "desktops": [{"name", "index", "department"}]}``. Everything in it
+but the desktops' departments comes from the grid model, and is checked by the grid model's
+own functions (``cvmc.gridmodel``: the VM type catalogue, ``grid_max_vms_per_desktop``'s
+range, the grid's name, the enrolment watermark's range), the very ones the ``grid`` role's
+gate runs, so a model the gate passes is never refused here. Messages name the file, then
+the model variable (``/etc/cvmc-coordinator/grid.json:
 grid_vm_types[its-u11-boinc-20120415].cpus: ...``).
 
 The file carries no bandwidth classes, so VM types' caps stay unresolved (the coordinator never
@@ -44,6 +45,8 @@ class GridFile:
     desktops: tuple[GridDesktop, ...]
     #: grid_policy.require_hw_virtualization: lease only to desktops with VT-x/AMD-V.
     require_hw_virtualization: bool = True
+    #: grid_coordinator_enrol_tokens_not_before: enrolment tokens issued earlier are refused.
+    enrol_tokens_not_before: int = 0
 
     def vm_type(self, name: str) -> VmType | None:
         return next((t for t in self.vm_types if t.name == name), None)
@@ -77,10 +80,14 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
             raw.get("require_hw_virtualization", True),
             name="grid_policy.require_hw_virtualization",
         )
+        # roles/grid_coordinator renders it from grid_coordinator_enrol_tokens_not_before.
+        not_before = limits.setting(
+            raw.get("enrol_tokens_not_before", 0), "grid_coordinator_enrol_tokens_not_before"
+        )
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     desktops = _parse_desktops(raw.get("desktops"), name)
-    return GridFile(grid_name, vm_types, max_vms, tuple(desktops), require_hw)
+    return GridFile(grid_name, vm_types, max_vms, tuple(desktops), require_hw, not_before)
 
 
 def _parse_desktops(desktops_raw: object, name: str) -> list[GridDesktop]:

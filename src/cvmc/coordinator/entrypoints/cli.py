@@ -1,4 +1,4 @@
-"""``cvmc-coordinator``: check the config, migrate the database, serve, revoke, back up.
+"""``cvmc-coordinator``: check the config, migrate the database, serve, revoke, unrevoke, back up.
 
 Every subcommand takes ``--config PATH`` (default /etc/cvmc-coordinator/coordinator.toml).
 Exit codes: 0 done, 1 failed (the database or a file could not be used), 2 bad config or usage.
@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         "revoke-desktop", parents=[common], help="revoke desktops by name (idempotent)"
     )
     revoke.add_argument("names", nargs="+", metavar="NAME")
+    unrevoke = sub.add_parser(
+        "unrevoke-desktop",
+        parents=[common],
+        help="take desktops off the revocation list, so that each may enrol again with its "
+        "next generation's token (idempotent)",
+    )
+    unrevoke.add_argument("names", nargs="+", metavar="NAME")
     backup = sub.add_parser("backup", parents=[common], help="an online backup of the database")
     backup.add_argument("--output", required=True, help="the backup file (temp file + rename)")
     return parser
@@ -105,6 +112,11 @@ def _run(args: argparse.Namespace, config: Config, engine: Engine) -> int:
 
         revoked, unchanged = SqlStore(engine).revoke(args.names, time.time())
         print(json.dumps({"revoked": revoked, "unchanged": unchanged}))
+    elif args.command == "unrevoke-desktop":
+        from cvmc.coordinator.adapters.sql_store import SqlStore  # noqa: PLC0415
+
+        unrevoked, unchanged = SqlStore(engine).unrevoke(args.names)
+        print(json.dumps({"unrevoked": unrevoked, "unchanged": unchanged}))
     elif args.command == "backup":
         backup(engine, args.output)
         print(f"backup written to {args.output}")

@@ -41,7 +41,7 @@ from cvmc.coordinator.ports import (
     UnknownDesktopError,
     UnstorableError,
 )
-from cvmc.gridmodel.enrolment import verify_enrol_token
+from cvmc.gridmodel.enrolment import check_enrol_token
 from cvmc.protocol import (
     ENROL_REQUEST_SCHEMA,
     ERROR_CODES,
@@ -59,6 +59,8 @@ _DESKTOP_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 _SEQ = re.compile(SEQ_PATTERN)  # with fullmatch: no trailing newline
 _IDLE_SLOT_STATES = ("idle", "stopped")
 _CREDENTIAL_CACHE = 200_000
+#: The one reply to every refused enrolment token (docs/coordinator-api.md).
+_INVALID_TOKEN = "the enrolment token is not valid"  # noqa: S105 - a message, not a secret
 
 
 class ApiError(Exception):
@@ -174,27 +176,41 @@ class Coordinator:
     # -- enrolment ------------------------------------------------------------------------
 
     def enrol(self, body: bytes) -> dict[str, Any]:
+        """Enrol a desktop with its one-time token. Every refusal of the token is the same
+        ``401 invalid_token`` with the same message, whatever the reason (a name not in the
+        grid, a bad MAC, expired, issued before the restore watermark, not the next
+        generation, spent, revoked), so that replies tell nothing about which names exist;
+        the reason goes to the log only."""
         payload = _json(body, "enrol")
         payload = _check(self._enrol_schema, payload, "enrol")
         assert isinstance(payload, dict)
+        now = self.clock()
         desktop = self.grid.desktop(payload["desktop"])
-        if desktop is None:
-            raise ApiError("invalid_token", f"{payload['desktop']!r} is not a desktop of this grid")
         try:
-            generation = verify_enrol_token(self.enrol_key, payload["token"], payload["desktop"])
-        except ValueError as exc:
-            raise ApiError("invalid_token", str(exc)) from None
-        try:
+            # The MAC is checked for every name, known or not, so that an unknown name costs
+            # the same work as a known one.
+            claims = check_enrol_token(
+                self.enrol_key,
+                payload["token"],
+                payload["desktop"],
+                now=now,
+                not_before=self.grid.enrol_tokens_not_before,
+            )
+            if desktop is None:
+                raise ValueError("not a desktop of this grid")
+            generation = claims.generation
             desktop_id, salt = self.store.enrol(
                 name=desktop.name,
                 department=desktop.department,
                 generation=generation,
                 platform=payload["platform"],
                 agent_version=payload["agent_version"],
-                now=self.clock(),
+                now=now,
             )
-        except TokenUsedError:
-            raise ApiError("invalid_token", "this enrolment token was used before") from None
+        except (ValueError, TokenUsedError) as exc:
+            log.warning("enrolment of %r refused: %s", payload["desktop"], exc)
+            raise ApiError("invalid_token", _INVALID_TOKEN) from None
+        assert desktop is not None
         log.info("enrolled %s as %s (generation %d)", desktop.name, desktop_id, generation)
         credential = derive_credential(self._key, desktop_id, salt)
         return {
