@@ -7,8 +7,13 @@ web process's metrics fed by the child's reports. A killed child is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,3 +120,54 @@ def test_rounds_run_in_a_child_process_that_is_replaced_when_killed(
     finally:
         rounds.close()
         coordinator.store.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_sigkilled_serve_takes_its_rounds_child_with_it(tmp_path: Path) -> None:
+    """``serve`` as systemd runs it, killed with SIGKILL (no clean-up runs): its rounds child
+    must not live on as an orphan writing leases."""
+    setup = write_setup(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
+    port = _free_port()
+    config = tmp_path / "coordinator.toml"
+    config.write_text(
+        f'[server]\nlisten_port = {port}\npublic_url = "https://lab-coordinator"\n'
+        f'[database]\nurl = "{setup.database.url}"\n'
+        f'[enrolment]\nkey_file = "{setup.enrolment.key_file}"\n'
+        f"[leases]\nallocate_s = 0.2\n"
+        f'[images]\ndir = "{setup.images.dir}"\n'
+        f'[demand]\nsource = "job_ads_file"\njob_ads_file = "{setup.demand.job_ads_file}"\n'
+        f'[grid]\nmodel_file = "{setup.grid.model_file}"\n'
+    )
+    cli = [sys.executable, "-m", "cvmc.coordinator.entrypoints.cli", "--config", str(config)]
+    subprocess.run([*cli, "migrate"], check=True, capture_output=True, timeout=120)
+    serve = subprocess.Popen([*cli, "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = psutil.Process(serve.pid)
+    children: list[psutil.Process] = []
+    try:
+        wait_for(
+            "the rounds child of serve",
+            lambda: any(
+                "multiprocessing" in " ".join(p.cmdline())
+                and "resource_tracker" not in " ".join(p.cmdline())
+                for p in server.children()
+            ),
+        )
+        children = [p for p in server.children() if "resource_tracker" not in " ".join(p.cmdline())]
+        assert children
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(30)
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], f"orphaned after SIGKILL of serve: {[p.pid for p in alive]}"
+        assert len(gone) == len(children)
+    finally:
+        for child in children:  # only if the test failed: never leave an orphan behind
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(30)

@@ -54,7 +54,12 @@ OPERATIONS = [
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Starlette:
     tmp: Path = tmp_path_factory.mktemp("schemathesis")
-    coordinator = make_coordinator(write_setup(tmp, f"sqlite:///{tmp / 'c.db'}"), Clock())
+    # Hundreds of requests from one address in seconds: the rate limits (tested in
+    # test_coordinator_ratelimit.py) are raised so that every case reaches the code it fuzzes.
+    unlimited = {"address_burst": 100_000, "desktop_burst": 100_000}
+    coordinator = make_coordinator(
+        write_setup(tmp, f"sqlite:///{tmp / 'c.db'}", server=unlimited), Clock()
+    )
     return create_app(coordinator)
 
 

@@ -74,7 +74,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("EnrolRequest")},
                     "responses": {
                         "201": {"description": "enrolled", "content": _json("EnrolReply")},
-                        **_errors("malformed", "invalid_token", "too_large"),
+                        **_errors("malformed", "invalid_token", "too_large", "rate_limited"),
                     },
                 }
             },
@@ -85,7 +85,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json("Heartbeat")},
                     "responses": {
                         "200": {"description": "leases", "content": _json("HeartbeatReply")},
-                        **_errors(*_AUTH_ERRORS, "too_large"),
+                        **_errors(*_AUTH_ERRORS, "too_large", "rate_limited"),
                     },
                 }
             },
@@ -95,7 +95,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": _SIGNED,
                     "responses": {
                         "200": {"description": "the catalogue", "content": _json("Catalogue")},
-                        **_errors(*_AUTH_ERRORS),
+                        **_errors(*_AUTH_ERRORS, "rate_limited"),
                     },
                 }
             },

@@ -9,14 +9,23 @@ builds its own coordinator through the composition root's factory, polls demand 
 leases itself, and answers each round with a ``RoundReport``. The web process copies the
 report into its metrics, demand and dashboard counts. A child that dies is started again at
 the next round, and the failure is logged.
+
+The child dies with its parent, even when the parent is killed with SIGKILL and has no chance
+to stop it: on Linux the kernel sends it SIGKILL when the parent goes (``PR_SET_PDEATHSIG``),
+and everywhere a thread of the child checks once a second that its parent is still the process
+that started it, and ends the child when it is not (an orphan is adopted by another process).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -32,8 +41,38 @@ log = logging.getLogger("cvmc.coordinator.rounds")
 _child: Coordinator | None = None
 
 
-def _child_start(factory: Callable[[], Coordinator]) -> None:
+#: ``prctl(2)``'s option that asks for a signal when the parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+#: How often the child checks that its parent is alive, in seconds.
+PARENT_CHECK_S = 1.0
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)  # the parent is gone; nothing of the child's is worth keeping
+        time.sleep(PARENT_CHECK_S)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` (the process that started it) ends.
+
+    On Linux the kernel kills it at once (``PR_SET_PDEATHSIG``, SIGKILL); everywhere a daemon
+    thread checks the parent's pid once a second. The check right after ``prctl`` covers a
+    parent that died before it.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _child_start(factory: Callable[[], Coordinator], parent: int) -> None:
     global _child  # noqa: PLW0603 - the child process's one coordinator
+    die_with_parent(parent)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -65,7 +104,7 @@ class ProcessRounds:
                         max_workers=1,
                         mp_context=multiprocessing.get_context("spawn"),
                         initializer=_child_start,
-                        initargs=(self._factory,),
+                        initargs=(self._factory, os.getpid()),
                     )
                 coordinator.absorb(await loop.run_in_executor(self._pool, _child_round))
             except BrokenProcessPool:

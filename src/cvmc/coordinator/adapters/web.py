@@ -10,6 +10,14 @@ for nobody); a thread hop and a round trip per request cost three times the CPU
 (docs/performance.md). With ``rounds`` (what ``serve`` gives), allocation rounds run in a
 child process while the app lives (``cvmc.coordinator.adapters.rounds``); tests call
 ``Coordinator.allocation_round`` themselves.
+
+Rate limits (``429 rate_limited`` with ``Retry-After``, before the body is read, so nothing is
+written): each desktop's authenticated API requests take from its own bucket
+(``server.desktop_rate_per_s``, ``server.desktop_burst``); enrolments and failed
+authentications (401) take from the client address's bucket (``server.address_rate_per_s``,
+``server.address_burst``), so a forged request in a desktop's name never uses up that desktop's
+bucket. The client address is nginx's (``X-Forwarded-For`` from the loopback proxy). Both
+limiters keep at most ``server.rate_limit_keys`` buckets (``cvmc.coordinator.domain.ratelimit``).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -32,6 +41,7 @@ from starlette.staticfiles import StaticFiles
 from cvmc.coordinator.adapters.dashboard import render_dashboard
 from cvmc.coordinator.adapters.openapi import openapi_document
 from cvmc.coordinator.adapters.rounds import ProcessRounds
+from cvmc.coordinator.domain.ratelimit import RateLimiter
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
 from cvmc.coordinator.service.coordinator import ApiError, Coordinator
 from cvmc.protocol import API_PREFIX
@@ -125,22 +135,81 @@ def _error(exc: ApiError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+#: Longest ``X-CVMC-Desktop`` value used as a rate limiter's key (longer ones are cut).
+_KEY_CHARS = 128
+
+
+class _Limits:
+    """The API's rate limits: per desktop, and per client address (see the module)."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        server = coordinator.config.server
+        self.desktops = RateLimiter(
+            server.desktop_rate_per_s, server.desktop_burst, server.rate_limit_keys
+        )
+        self.addresses = RateLimiter(
+            server.address_rate_per_s, server.address_burst, server.rate_limit_keys
+        )
+        self.clock = time.monotonic
+
+    @staticmethod
+    def _address(request: Request) -> str:
+        return request.client.host if request.client is not None else "-"
+
+    @staticmethod
+    def _limited(wait: int) -> JSONResponse:
+        response = _error(ApiError("rate_limited", f"too many requests; retry after {wait} s"))
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    async def enrol(
+        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        wait = self.addresses.hit(self._address(request), self.clock())
+        return self._limited(wait) if wait is not None else await handler(request)
+
+    async def desktop(
+        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        now = self.clock()
+        address = self._address(request)
+        desktop = request.headers.get("x-cvmc-desktop", "")[:_KEY_CHARS]
+        wait = self.desktops.retry_after(desktop, now) or self.addresses.retry_after(address, now)
+        if wait is not None:
+            return self._limited(wait)
+        response = await handler(request)
+        if response.status_code == 401:  # unknown desktop or bad signature: the address pays
+            self.addresses.take(address, now)
+        else:
+            self.desktops.take(desktop, now)
+        return response
+
+
 def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None) -> Starlette:
     limit = coordinator.config.server.max_body_bytes
     inline = coordinator.store.embedded
     batcher = None if inline else _HeartbeatBatcher(coordinator)
     openapi = openapi_document()
+    limits = _Limits(coordinator)
 
     def counted(
         route: str, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapper(request: Request) -> Response:
+        async def answer(request: Request) -> Response:
             try:
-                response = await handler(request)
+                return await handler(request)
             except _TooLargeError:
-                response = _error(ApiError("too_large", f"the body is larger than {limit} bytes"))
+                return _error(ApiError("too_large", f"the body is larger than {limit} bytes"))
             except ApiError as exc:
-                response = _error(exc)
+                return _error(exc)
+
+        async def wrapper(request: Request) -> Response:
+            if route == "enrol":
+                response = await limits.enrol(request, answer)
+            elif route in {"heartbeat", "images"}:
+                response = await limits.desktop(request, answer)
+            else:
+                response = await answer(request)
             coordinator.metrics.requests[(route, response.status_code)] += 1
             return response
 

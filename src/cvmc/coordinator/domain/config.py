@@ -49,6 +49,14 @@ class ServerConfig:
     public_url: str = "https://localhost"
     max_body_bytes: int = 65536
     access_log: bool = False
+    #: Requests per second a desktop may make on average (heartbeats, catalogue), and its burst.
+    desktop_rate_per_s: float = 1.0
+    desktop_burst: int = 30
+    #: Enrolments and failed authentications per second from one client address, and burst.
+    address_rate_per_s: float = 0.5
+    address_burst: int = 30
+    #: Most desktops and addresses the rate limiter remembers (least recently seen dropped).
+    rate_limit_keys: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,30 @@ def parse_config(raw: Mapping[str, object]) -> Config:
             "server.max_body_bytes", s.get("max_body_bytes", d_server.max_body_bytes), 1024, 1 << 24
         ),
         access_log=_bool("server.access_log", s.get("access_log", d_server.access_log)),
+        desktop_rate_per_s=_number(
+            "server.desktop_rate_per_s",
+            s.get("desktop_rate_per_s", d_server.desktop_rate_per_s),
+            0.001,
+            10000,
+        ),
+        desktop_burst=_int(
+            "server.desktop_burst", s.get("desktop_burst", d_server.desktop_burst), 1, 100_000
+        ),
+        address_rate_per_s=_number(
+            "server.address_rate_per_s",
+            s.get("address_rate_per_s", d_server.address_rate_per_s),
+            0.001,
+            10000,
+        ),
+        address_burst=_int(
+            "server.address_burst", s.get("address_burst", d_server.address_burst), 1, 100_000
+        ),
+        rate_limit_keys=_int(
+            "server.rate_limit_keys",
+            s.get("rate_limit_keys", d_server.rate_limit_keys),
+            16,
+            10_000_000,
+        ),
     )
     if not server.public_url.startswith(("https://", "http://")):
         raise ConfigError("server.public_url", f"{server.public_url!r} is not an http(s) URL")
