@@ -8,12 +8,22 @@ the tun device's egress; up (from the VM) is redirected to the instance's IFB de
 shaped on its egress. u32 filters sit in a 256-bucket hash table keyed on the address's last
 octet, so a connect or disconnect touches one filter whatever the number of clients.
 
-A client names its cap class through OpenVPN peer info (UV_GRID_CLASS); a class the gateway
-does not know gets the default class. If tc fails on connect, the script exits non-zero and
-OpenVPN refuses the client: a VM is never connected without its cap.
+The cap class is the identity's, from the grid model: shaping.json maps each common name
+whose class is not the default to its class (grid_desktop_classes). OpenVPN sets common_name
+from the client certificate it verified, so a desktop cannot choose it. The class the VM
+announces in peer info (UV_GRID_CLASS) is never used: a desktop's owner holds the slot's key
+and could announce any class. A mismatch is only logged. If tc fails on connect, the script
+exits non-zero and OpenVPN refuses the client: a VM is never connected without its cap.
+
+OpenVPN drops root after start-up (user and group grid-vpn), so `up` runs as root and the
+client events do not. For those, the script runs itself again through sudo, whose one rule
+(/etc/sudoers.d/grid-vpn-cap, written by the role) lets the OpenVPN user run exactly this path
+with --as-root. sudo clears the environment, so the client's values travel as arguments, each
+checked against a strict pattern before use; the configuration path is then the fixed one.
 
 Configuration: /etc/openvpn/grid/shaping.json, written by the openvpn_gateway role: the
-instances (name, network) of the VPN layout, the cap classes, and the default class.
+instances (name, network) of the VPN layout, the cap classes, the default class, and the
+identities' classes (identity_classes: common name -> class, the default class left out).
 Standard library only.
 """
 
@@ -129,10 +139,21 @@ def disconnect_commands(inst: Mapping[str, Any], address: str) -> list[list[str]
     return commands
 
 
-def cap_for(config: Mapping[str, Any], requested: str | None) -> tuple[str, Mapping[str, str]]:
+def cap_for(config: Mapping[str, Any], common_name: str) -> tuple[str, Mapping[str, str]]:
+    """The class of the identity the certificate proved: never one the client names."""
     classes = config["classes"]
-    name = str(requested if requested in classes else config["default_class"])
+    name = str(config.get("identity_classes", {}).get(common_name, config["default_class"]))
+    if name not in classes:
+        raise SystemExit(f"grid-vpn-cap: class {name!r} of {common_name!r} is not in {CONFIG}")
     return name, classes[name]
+
+
+def _claim(env: Mapping[str, str], name: str) -> str:
+    """A note when the VM announced another class; the announcement is bounded and quoted."""
+    claimed = env.get("UV_GRID_CLASS")
+    if claimed is None or claimed == name:
+        return ""
+    return f" (it announced {claimed[:32]!r}, ignored)"
 
 
 def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[str]], bool, str]:
@@ -147,8 +168,9 @@ def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[s
     address = env.get("ifconfig_pool_remote_ip", "")
     who = env.get("common_name", "?")
     if event == "client-connect":
-        name, cap = cap_for(config, env.get("UV_GRID_CLASS"))
+        name, cap = cap_for(config, who)
         line = f"cap {who} {address}: class {name}, down {cap['down']}, up {cap['up']}"
+        line += _claim(env, name)
         return connect_commands(inst, address, cap), True, line
     if event == "client-disconnect":
         return disconnect_commands(inst, address), False, f"cap removed for {who} {address}"
