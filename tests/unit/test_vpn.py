@@ -251,3 +251,53 @@ def test_hook_gives_unlisted_identities_the_default_and_refuses_foreign_addresse
     env["dev"] = "tun-other"
     with pytest.raises(SystemExit, match="no instance uses device"):
         hook.plan(env, CONFIG)  # type: ignore[attr-defined]
+
+
+def test_hook_hands_client_events_to_sudo_with_checked_arguments() -> None:
+    """Issue 15 finding 9b: OpenVPN runs unprivileged, and the client hooks reach tc only by
+    running this one script as root through sudo, with every value checked there."""
+    hook = _load_hook()
+    env = {
+        "script_type": "client-connect",
+        "dev": "tun-rvpn0",
+        "ifconfig_pool_remote_ip": "10.64.1.7",
+        "common_name": "lab-desktop-1-vm0",
+        "UV_GRID_CLASS": "bulk; reboot",
+        "PATH": "/home/desktop-owner/bin",
+    }
+    argv = hook.sudo_argv(env, "/usr/local/libexec/grid-vpn/grid-vpn-cap")  # type: ignore[attr-defined]
+    assert argv == [
+        "/usr/bin/sudo",
+        "-n",
+        "/usr/local/libexec/grid-vpn/grid-vpn-cap",
+        "--as-root",
+        "client-connect",
+        "tun-rvpn0",
+        "10.64.1.7",
+        "lab-desktop-1-vm0",
+        "?",
+    ]
+    got = hook.env_from_args(argv[4:])  # type: ignore[attr-defined]
+    assert got == {k: v for k, v in env.items() if k in {a for a, _ in hook.CLIENT_ARGS}} | {  # type: ignore[attr-defined]
+        "UV_GRID_CLASS": "?"
+    }
+    commands, strict, _ = hook.plan(got, CONFIG)  # type: ignore[attr-defined]
+    assert strict
+    assert [c[c.index("rate") + 1] for c in commands if c[1] == "class"] == ["40mbit", "20mbit"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "tun-rvpn0", "10.64.1.7", "lab-desktop-1-vm0", ""], "script_type 'up'"),
+        (["client-connect", "eth0", "10.64.1.7", "lab-desktop-1-vm0", ""], "dev 'eth0'"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7 x", "a", ""], "ifconfig_pool_remote_ip"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7", "../../etc", ""], "common_name"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7", "a", "x" * 33], "UV_GRID_CLASS"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7"], "takes 5 values, not 3"),
+    ],
+)
+def test_hook_as_root_refuses_unchecked_arguments(args: list[str], message: str) -> None:
+    hook = _load_hook()
+    with pytest.raises(SystemExit, match=message):
+        hook.env_from_args(args)  # type: ignore[attr-defined]

@@ -32,9 +32,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 CONFIG = os.environ.get("GRID_VPN_SHAPING", "/etc/openvpn/grid/shaping.json")
@@ -43,6 +44,20 @@ IP = "/usr/sbin/ip"
 HASH_TABLE = "2:"
 DEFAULT_MINOR = 1  # offset 1 is the server address, never a client
 QUANTUM = "1600"  # bytes; above the tunnel MTU, so HTB never warns about quantum
+SUDO = "/usr/bin/sudo"
+AS_ROOT = "--as-root"
+#: The client events, which OpenVPN runs after dropping root.
+CLIENT_EVENTS = ("client-connect", "client-disconnect")
+#: What the privileged side accepts for each value OpenVPN gives about a client, in the order
+#: the unprivileged side passes them. UV_GRID_CLASS is the VM's own claim, only ever logged.
+CLIENT_ARGS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("script_type", re.compile(r"\Aclient-(connect|disconnect)\Z")),
+    ("dev", re.compile(r"\Atun-[A-Za-z0-9_-]{1,32}\Z")),
+    ("ifconfig_pool_remote_ip", re.compile(r"\A[0-9]{1,3}(\.[0-9]{1,3}){3}\Z")),
+    ("common_name", re.compile(r"\A[a-z0-9][a-z0-9.-]{0,63}\Z")),
+    ("UV_GRID_CLASS", re.compile(r"\A[A-Za-z0-9_?-]{0,32}\Z")),
+)
+_CLASS_CLAIM = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 
 
 def _instance(config: Mapping[str, Any], dev: str) -> dict[str, str]:
@@ -177,10 +192,46 @@ def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[s
     raise SystemExit(f"grid-vpn-cap: unexpected script_type {event!r}")
 
 
-def main() -> int:
+def sudo_argv(env: Mapping[str, str], hook: str) -> list[str]:
+    """The unprivileged side: this script again, as root, with the client's values as arguments.
+
+    A class claim that is not a class name is passed as '?' (it is only logged anyway).
+    """
+    claimed = env.get("UV_GRID_CLASS", "")
+    if claimed and not _CLASS_CLAIM.match(claimed):
+        claimed = "?"
+    values = [env.get(key, "") for key, _ in CLIENT_ARGS[:-1]]
+    return [SUDO, "-n", hook, AS_ROOT, *values, claimed]
+
+
+def env_from_args(args: Sequence[str]) -> dict[str, str]:
+    """The privileged side: the client's values, each refused unless it matches its pattern."""
+    if len(args) != len(CLIENT_ARGS):
+        raise SystemExit(
+            f"grid-vpn-cap: {AS_ROOT} takes {len(CLIENT_ARGS)} values, not {len(args)}"
+        )
+    env: dict[str, str] = {}
+    # The length is checked above (zip's strict= needs Python 3.10; EL9 has 3.9).
+    for (key, pattern), value in zip(CLIENT_ARGS, args):  # noqa: B905
+        if not pattern.match(value):
+            raise SystemExit(f"grid-vpn-cap: {key} {value[:64]!r} is not accepted")
+        if value:
+            env[key] = value
+    return env
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == [AS_ROOT]:
+        env: Mapping[str, str] = env_from_args(args[1:])
+    else:
+        env = os.environ
+        if os.geteuid() != 0 and env.get("script_type") in CLIENT_EVENTS:
+            hook = os.path.abspath(__file__)
+            return subprocess.run(sudo_argv(env, hook), check=False).returncode
     with open(CONFIG, encoding="utf-8") as handle:
         config = json.load(handle)
-    commands, strict, line = plan(os.environ, config)
+    commands, strict, line = plan(env, config)
     for argv in commands:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         # Deleting what is not there (a first `up`, a second disconnect) is not an error;
