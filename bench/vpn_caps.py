@@ -55,13 +55,20 @@ def scenario() -> dict[str, Any]:
 
 
 def caps_by_vm(model: dict[str, Any]) -> dict[str, tuple[str, vpn.CapClass]]:
+    """Each VM's cap: its identity's class (grid_desktop_classes), never its VM type's."""
     classes = vpn.cap_classes(model["grid_bandwidth_classes"])
-    types = {t["name"]: t for t in model["grid_vm_types"]}
-    result = {}
-    for host, vm in model["vpn_test_vms"].items():
-        name = types[vm["vm_type"]].get("bandwidth_class", model["grid_bandwidth_default_class"])
-        result[host] = (name, classes[name])
-    return result
+    vms = model["vpn_test_vms"].values()
+    identities = [{"cn": vm["cn"], "desktop": vm["cn"].rsplit("-vm", 1)[0]} for vm in vms]
+    of_cn = vpn.identity_classes(
+        identities,
+        model.get("grid_desktop_classes", {}),
+        list(classes),
+        model["grid_bandwidth_default_class"],
+    )
+    return {
+        host: (of_cn[vm["cn"]], classes[of_cn[vm["cn"]]])
+        for host, vm in model["vpn_test_vms"].items()
+    }
 
 
 def gateway_cpu_seconds() -> float:

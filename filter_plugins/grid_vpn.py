@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from cvmc.ansible.filters import filter_errors
 from cvmc.gridmodel import seed, vpn
@@ -15,6 +16,9 @@ description:
     roles read C(grid_vm_identities), C(grid_desktop_vm_identities) and C(grid_plan.classes).
   - C(grid_vpn_client_config) renders the OpenVPN client configuration of one research VM.
     The VM writes it from its cloud-init seed at boot.
+  - C(grid_identity_classes) maps each VM identity's common name to its cap class, from
+    C(grid_desktop_classes) and C(grid_plan) (the default class for unlisted desktops). The
+    gateways cap by this map, never by the class a VM announces.
   - C(grid_tc_minor) gives the HTB class minor of a tunnel address, which is its offset in
     its slice.
   - C(grid_seed_user_data) renders a research VM's NoCloud C(user-data) from a mapping of
@@ -59,6 +63,18 @@ def grid_vpn_client_config(
 
 
 @filter_errors
+def grid_identity_classes(
+    identities: Sequence[Mapping[str, object]],
+    desktop_classes: object,
+    plan: Mapping[str, Any],
+    name: str = "grid_desktop_classes",
+) -> dict[str, str]:
+    return vpn.identity_classes(
+        identities, desktop_classes, list(plan["classes"]), str(plan["default_class"]), name=name
+    )
+
+
+@filter_errors
 def grid_tc_minor(address: str, slice_cidr: str, name: str = "value") -> int:
     return vpn.tc_minor(address, slice_cidr, name=name)
 
@@ -79,6 +95,7 @@ class FilterModule:
     def filters(self) -> dict[str, Callable[..., object]]:
         return {
             "grid_vpn_client_config": grid_vpn_client_config,
+            "grid_identity_classes": grid_identity_classes,
             "grid_tc_minor": grid_tc_minor,
             "grid_seed_user_data": grid_seed_user_data,
             "grid_seed_meta_data": grid_seed_meta_data,

@@ -55,7 +55,7 @@ def site(tmp_path: Path, contract: Contract) -> Iterator[tuple[Path, Firewall, P
                     "pfsense_gateway_validate_certs": False,
                     "grid_vpn_pki_dir": str(pki_dir / "pki"),
                     "pfsense_gateway_pki_become": False,
-                    "pfsense_gateway_desktop_classes": {},
+                    "grid_desktop_classes": {},
                 }
             )
         )

@@ -40,6 +40,7 @@ EXPECTED = {
     "grid_plan": {"grid_plan", "grid_plan_identities"},
     "grid_vpn": {
         "grid_vpn_client_config",
+        "grid_identity_classes",
         "grid_tc_minor",
         "grid_seed_user_data",
         "grid_seed_meta_data",
@@ -204,6 +205,11 @@ def test_classad_filters_agree_with_the_model() -> None:
             "grid_plan",
             ({**PLAN_MODEL, "bandwidth_default_class": "gold"},),
             "grid_bandwidth_default_class: 'gold'",
+        ),
+        (
+            "grid_identity_classes",
+            ([{"cn": "a-vm0", "desktop": "a"}], {"a": "gold"}, plan.grid_plan(PLAN_MODEL)),
+            "grid_desktop_classes[a]: 'gold' is no class",
         ),
         ("grid_overlaps", ([["campus", "10.0.0.1/8"]],), "campus: "),
         ("grid_network_contains", ("10.64.0.0/16", "bad", "grid_vpn"), "grid_vpn (inner): "),

@@ -131,6 +131,7 @@ CONFIG = {
         "bulk": {"down": "40mbit", "up": "20mbit"},
     },
     "default_class": "standard",
+    "identity_classes": {"lab-desktop-1-vm0": "bulk"},
 }
 
 
@@ -141,7 +142,6 @@ def test_hook_uses_the_same_class_ids_as_the_model() -> None:
         "dev": "tun-rvpn0",
         "ifconfig_pool_remote_ip": "10.64.1.7",
         "common_name": "lab-desktop-1-vm0",
-        "UV_GRID_CLASS": "bulk",
     }
     commands, strict, line = hook.plan(env, CONFIG)  # type: ignore[attr-defined]
     minor = vpn.tc_minor("10.64.1.7", "10.64.0.0/21")
@@ -156,12 +156,91 @@ def test_hook_uses_the_same_class_ids_as_the_model() -> None:
     assert {c[c.index("handle") + 1] for c in filters} == {"2:7:2"}
 
 
-def test_hook_gives_unknown_classes_the_default_and_refuses_foreign_addresses() -> None:
+def _connect_rates(line_and_commands: tuple[list[list[str]], bool, str]) -> list[str]:
+    commands = line_and_commands[0]
+    return [c[c.index("rate") + 1] for c in commands if c[1] == "class"]
+
+
+def test_hook_caps_by_the_certificate_identity_never_by_the_announced_class() -> None:
+    """Issue 15 finding 2: a desktop that copies a slot's key and announces the biggest class
+    (UV_GRID_CLASS) still gets its own identity's cap."""
+    hook = _load_hook()
+    env = {
+        "script_type": "client-connect",
+        "dev": "tun-rvpn0",
+        "ifconfig_pool_remote_ip": "10.64.1.9",
+        "common_name": "lab-desktop-2-vm0",
+        "UV_GRID_CLASS": "bulk",
+    }
+    got = hook.plan(env, CONFIG)  # type: ignore[attr-defined]
+    assert _connect_rates(got) == ["20mbit", "10mbit"]
+    assert "class standard" in got[2]
+    assert "announced 'bulk', ignored" in got[2]
+    # An announcement is bounded before it reaches the log.
+    env["UV_GRID_CLASS"] = "x" * 5000
+    assert len(hook.plan(env, CONFIG)[2]) < 200  # type: ignore[attr-defined]
+    # The bulk identity announcing the small class keeps its own (bigger) cap.
+    env.update(common_name="lab-desktop-1-vm0", UV_GRID_CLASS="standard")
+    assert _connect_rates(hook.plan(env, CONFIG)) == ["40mbit", "20mbit"]  # type: ignore[attr-defined]
+
+
+def test_hook_refuses_an_identity_class_it_does_not_know() -> None:
+    hook = _load_hook()
+    config = {**CONFIG, "identity_classes": {"lab-desktop-1-vm0": "gold"}}
+    env = {
+        "script_type": "client-connect",
+        "dev": "tun-rvpn0",
+        "ifconfig_pool_remote_ip": "10.64.1.7",
+        "common_name": "lab-desktop-1-vm0",
+    }
+    with pytest.raises(SystemExit, match="class 'gold' of 'lab-desktop-1-vm0'"):
+        hook.plan(env, config)  # type: ignore[attr-defined]
+
+
+IDENTITIES = [
+    {"cn": "lab-desktop-1-vm0", "desktop": "lab-desktop-1"},
+    {"cn": "lab-desktop-1-vm1", "desktop": "lab-desktop-1"},
+    {"cn": "lab-desktop-2-vm0", "desktop": "lab-desktop-2"},
+]
+
+
+def test_identity_classes_come_from_the_desktop_map() -> None:
+    got = vpn.identity_classes(
+        IDENTITIES, {"lab-desktop-1": "bulk"}, ["standard", "bulk"], "standard"
+    )
+    assert got == {
+        "lab-desktop-1-vm0": "bulk",
+        "lab-desktop-1-vm1": "bulk",
+        "lab-desktop-2-vm0": "standard",
+    }
+    assert set(vpn.identity_classes(IDENTITIES, None, ["standard"], "standard").values()) == {
+        "standard"
+    }
+
+
+@pytest.mark.parametrize(
+    ("desktop_classes", "message"),
+    [
+        ({"lab-desktop-1": "gold"}, r"^grid_desktop_classes\[lab-desktop-1\]: 'gold' is no class"),
+        (
+            {"lab-desktop-9": "bulk"},
+            r"^grid_desktop_classes: 'lab-desktop-9' is not in grid_desktop",
+        ),
+        (["lab-desktop-1"], r"^grid_desktop_classes: \['lab-desktop-1'\] is not a mapping"),
+    ],
+)
+def test_identity_classes_refuse(desktop_classes: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        vpn.identity_classes(IDENTITIES, desktop_classes, ["standard", "bulk"], "standard")
+
+
+def test_hook_gives_unlisted_identities_the_default_and_refuses_foreign_addresses() -> None:
     hook = _load_hook()
     env = {
         "script_type": "client-connect",
         "dev": "tun-rvpn0",
         "ifconfig_pool_remote_ip": "10.64.1.7",
+        "common_name": "lab-desktop-3-vm0",
         "UV_GRID_CLASS": "gold",
     }
     _, _, line = hook.plan(env, CONFIG)  # type: ignore[attr-defined]
@@ -172,3 +251,53 @@ def test_hook_gives_unknown_classes_the_default_and_refuses_foreign_addresses() 
     env["dev"] = "tun-other"
     with pytest.raises(SystemExit, match="no instance uses device"):
         hook.plan(env, CONFIG)  # type: ignore[attr-defined]
+
+
+def test_hook_hands_client_events_to_sudo_with_checked_arguments() -> None:
+    """Issue 15 finding 9b: OpenVPN runs unprivileged, and the client hooks reach tc only by
+    running this one script as root through sudo, with every value checked there."""
+    hook = _load_hook()
+    env = {
+        "script_type": "client-connect",
+        "dev": "tun-rvpn0",
+        "ifconfig_pool_remote_ip": "10.64.1.7",
+        "common_name": "lab-desktop-1-vm0",
+        "UV_GRID_CLASS": "bulk; reboot",
+        "PATH": "/home/desktop-owner/bin",
+    }
+    argv = hook.sudo_argv(env, "/usr/local/libexec/grid-vpn/grid-vpn-cap")  # type: ignore[attr-defined]
+    assert argv == [
+        "/usr/bin/sudo",
+        "-n",
+        "/usr/local/libexec/grid-vpn/grid-vpn-cap",
+        "--as-root",
+        "client-connect",
+        "tun-rvpn0",
+        "10.64.1.7",
+        "lab-desktop-1-vm0",
+        "?",
+    ]
+    got = hook.env_from_args(argv[4:])  # type: ignore[attr-defined]
+    assert got == {k: v for k, v in env.items() if k in {a for a, _ in hook.CLIENT_ARGS}} | {  # type: ignore[attr-defined]
+        "UV_GRID_CLASS": "?"
+    }
+    commands, strict, _ = hook.plan(got, CONFIG)  # type: ignore[attr-defined]
+    assert strict
+    assert [c[c.index("rate") + 1] for c in commands if c[1] == "class"] == ["40mbit", "20mbit"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["up", "tun-rvpn0", "10.64.1.7", "lab-desktop-1-vm0", ""], "script_type 'up'"),
+        (["client-connect", "eth0", "10.64.1.7", "lab-desktop-1-vm0", ""], "dev 'eth0'"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7 x", "a", ""], "ifconfig_pool_remote_ip"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7", "../../etc", ""], "common_name"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7", "a", "x" * 33], "UV_GRID_CLASS"),
+        (["client-connect", "tun-rvpn0", "10.64.1.7"], "takes 5 values, not 3"),
+    ],
+)
+def test_hook_as_root_refuses_unchecked_arguments(args: list[str], message: str) -> None:
+    hook = _load_hook()
+    with pytest.raises(SystemExit, match=message):
+        hook.env_from_args(args)  # type: ignore[attr-defined]

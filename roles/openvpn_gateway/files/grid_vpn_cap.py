@@ -8,12 +8,22 @@ the tun device's egress; up (from the VM) is redirected to the instance's IFB de
 shaped on its egress. u32 filters sit in a 256-bucket hash table keyed on the address's last
 octet, so a connect or disconnect touches one filter whatever the number of clients.
 
-A client names its cap class through OpenVPN peer info (UV_GRID_CLASS); a class the gateway
-does not know gets the default class. If tc fails on connect, the script exits non-zero and
-OpenVPN refuses the client: a VM is never connected without its cap.
+The cap class is the identity's, from the grid model: shaping.json maps each common name
+whose class is not the default to its class (grid_desktop_classes). OpenVPN sets common_name
+from the client certificate it verified, so a desktop cannot choose it. The class the VM
+announces in peer info (UV_GRID_CLASS) is never used: a desktop's owner holds the slot's key
+and could announce any class. A mismatch is only logged. If tc fails on connect, the script
+exits non-zero and OpenVPN refuses the client: a VM is never connected without its cap.
+
+OpenVPN drops root after start-up (user and group grid-vpn), so `up` runs as root and the
+client events do not. For those, the script runs itself again through sudo, whose one rule
+(/etc/sudoers.d/grid-vpn-cap, written by the role) lets the OpenVPN user run exactly this path
+with --as-root. sudo clears the environment, so the client's values travel as arguments, each
+checked against a strict pattern before use; the configuration path is then the fixed one.
 
 Configuration: /etc/openvpn/grid/shaping.json, written by the openvpn_gateway role: the
-instances (name, network) of the VPN layout, the cap classes, and the default class.
+instances (name, network) of the VPN layout, the cap classes, the default class, and the
+identities' classes (identity_classes: common name -> class, the default class left out).
 Standard library only.
 """
 
@@ -22,9 +32,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 CONFIG = os.environ.get("GRID_VPN_SHAPING", "/etc/openvpn/grid/shaping.json")
@@ -33,6 +44,20 @@ IP = "/usr/sbin/ip"
 HASH_TABLE = "2:"
 DEFAULT_MINOR = 1  # offset 1 is the server address, never a client
 QUANTUM = "1600"  # bytes; above the tunnel MTU, so HTB never warns about quantum
+SUDO = "/usr/bin/sudo"
+AS_ROOT = "--as-root"
+#: The client events, which OpenVPN runs after dropping root.
+CLIENT_EVENTS = ("client-connect", "client-disconnect")
+#: What the privileged side accepts for each value OpenVPN gives about a client, in the order
+#: the unprivileged side passes them. UV_GRID_CLASS is the VM's own claim, only ever logged.
+CLIENT_ARGS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("script_type", re.compile(r"\Aclient-(connect|disconnect)\Z")),
+    ("dev", re.compile(r"\Atun-[A-Za-z0-9_-]{1,32}\Z")),
+    ("ifconfig_pool_remote_ip", re.compile(r"\A[0-9]{1,3}(\.[0-9]{1,3}){3}\Z")),
+    ("common_name", re.compile(r"\A[a-z0-9][a-z0-9.-]{0,63}\Z")),
+    ("UV_GRID_CLASS", re.compile(r"\A[A-Za-z0-9_?-]{0,32}\Z")),
+)
+_CLASS_CLAIM = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 
 
 def _instance(config: Mapping[str, Any], dev: str) -> dict[str, str]:
@@ -129,10 +154,21 @@ def disconnect_commands(inst: Mapping[str, Any], address: str) -> list[list[str]
     return commands
 
 
-def cap_for(config: Mapping[str, Any], requested: str | None) -> tuple[str, Mapping[str, str]]:
+def cap_for(config: Mapping[str, Any], common_name: str) -> tuple[str, Mapping[str, str]]:
+    """The class of the identity the certificate proved: never one the client names."""
     classes = config["classes"]
-    name = str(requested if requested in classes else config["default_class"])
+    name = str(config.get("identity_classes", {}).get(common_name, config["default_class"]))
+    if name not in classes:
+        raise SystemExit(f"grid-vpn-cap: class {name!r} of {common_name!r} is not in {CONFIG}")
     return name, classes[name]
+
+
+def _claim(env: Mapping[str, str], name: str) -> str:
+    """A note when the VM announced another class; the announcement is bounded and quoted."""
+    claimed = env.get("UV_GRID_CLASS")
+    if claimed is None or claimed == name:
+        return ""
+    return f" (it announced {claimed[:32]!r}, ignored)"
 
 
 def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[str]], bool, str]:
@@ -147,18 +183,55 @@ def plan(env: Mapping[str, str], config: Mapping[str, Any]) -> tuple[list[list[s
     address = env.get("ifconfig_pool_remote_ip", "")
     who = env.get("common_name", "?")
     if event == "client-connect":
-        name, cap = cap_for(config, env.get("UV_GRID_CLASS"))
+        name, cap = cap_for(config, who)
         line = f"cap {who} {address}: class {name}, down {cap['down']}, up {cap['up']}"
+        line += _claim(env, name)
         return connect_commands(inst, address, cap), True, line
     if event == "client-disconnect":
         return disconnect_commands(inst, address), False, f"cap removed for {who} {address}"
     raise SystemExit(f"grid-vpn-cap: unexpected script_type {event!r}")
 
 
-def main() -> int:
+def sudo_argv(env: Mapping[str, str], hook: str) -> list[str]:
+    """The unprivileged side: this script again, as root, with the client's values as arguments.
+
+    A class claim that is not a class name is passed as '?' (it is only logged anyway).
+    """
+    claimed = env.get("UV_GRID_CLASS", "")
+    if claimed and not _CLASS_CLAIM.match(claimed):
+        claimed = "?"
+    values = [env.get(key, "") for key, _ in CLIENT_ARGS[:-1]]
+    return [SUDO, "-n", hook, AS_ROOT, *values, claimed]
+
+
+def env_from_args(args: Sequence[str]) -> dict[str, str]:
+    """The privileged side: the client's values, each refused unless it matches its pattern."""
+    if len(args) != len(CLIENT_ARGS):
+        raise SystemExit(
+            f"grid-vpn-cap: {AS_ROOT} takes {len(CLIENT_ARGS)} values, not {len(args)}"
+        )
+    env: dict[str, str] = {}
+    # The length is checked above (zip's strict= needs Python 3.10; EL9 has 3.9).
+    for (key, pattern), value in zip(CLIENT_ARGS, args):  # noqa: B905
+        if not pattern.match(value):
+            raise SystemExit(f"grid-vpn-cap: {key} {value[:64]!r} is not accepted")
+        if value:
+            env[key] = value
+    return env
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if args is None else list(args)
+    if args[:1] == [AS_ROOT]:
+        env: Mapping[str, str] = env_from_args(args[1:])
+    else:
+        env = os.environ
+        if os.geteuid() != 0 and env.get("script_type") in CLIENT_EVENTS:
+            hook = os.path.abspath(__file__)
+            return subprocess.run(sudo_argv(env, hook), check=False).returncode
     with open(CONFIG, encoding="utf-8") as handle:
         config = json.load(handle)
-    commands, strict, line = plan(os.environ, config)
+    commands, strict, line = plan(env, config)
     for argv in commands:
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         # Deleting what is not there (a first `up`, a second disconnect) is not an error;

@@ -20,7 +20,7 @@ description:
     C(openvpn_cso), C(limiter), C(alias), C(rule), C(nat_outbound)) for the C(pfsense_objects)
     module. A value C({__ref__: [kind, key, attr]}) names another object's server-side id.
   - Every description starts with the owner marker; the module manages only such objects.
-  - Errors name the variable (C(pfsense_gateway_desktop_classes), C(grid_pool_services), ...).
+  - Errors name the variable (C(grid_desktop_classes), C(grid_pool_services), ...).
 positional: _input
 options:
   _input:
@@ -204,23 +204,18 @@ def _class_sources(
     by_desktop: dict[str, list[str]] = {}
     for ident in inputs["identities"]:
         by_desktop.setdefault(str(ident["desktop"]), []).append(str(ident["address"]))
-    assigned: Mapping[str, str] = inputs["desktop_classes"] or {}
-    for desktop, cls_name in assigned.items():
-        if cls_name not in classes:
-            raise ValueError(
-                f"pfsense_gateway_desktop_classes[{desktop}]: {cls_name!r} is no class of "
-                "grid_bandwidth_classes"
-            )
-        if desktop not in by_desktop:
-            raise ValueError(
-                f"pfsense_gateway_desktop_classes: {desktop!r} is not in grid_desktop_registry"
-            )
+    # The model's one rule (cvmc.gridmodel.vpn.identity_classes): the class of an identity,
+    # whose address the override pins for its certificate's common name.
+    of_cn = vpn.identity_classes(
+        inputs["identities"], inputs["desktop_classes"], classes, default_class
+    )
+    assigned = {str(i["desktop"]): of_cn[str(i["cn"])] for i in inputs["identities"]}
     aliases, sources = [], []
     for cls_name in classes:
         desktops = sorted(d for d, c in assigned.items() if c == cls_name)
         addresses = [a for d in desktops for a in by_desktop[d]]
         if cls_name != default_class and addresses:
-            var = "pfsense_gateway_desktop_classes"
+            var = "grid_desktop_classes"
             alias = _name(f"{inputs['prefix']}cap_{cls_name}", var)
             descr = f"{marker} VMs of cap class {cls_name}"
             aliases.append(_alias(alias, "host", addresses, descr, var))

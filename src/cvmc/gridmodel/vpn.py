@@ -2,15 +2,16 @@
 
 Every (desktop, slot) pair is one VPN identity: a client certificate whose common name is
 ``<desktop id>-vm<slot>``, a fixed tunnel address pushed by the gateway's client-config-dir,
-and a bandwidth cap applied by the gateway when the client connects. The gateway role, the
-agent's cloud-init seed and the tests all derive these from here.
+and a bandwidth cap applied by the gateway when the client connects: the class of the identity
+(:func:`identity_classes`, from ``grid_desktop_classes``), never one the client names. The
+gateway roles, the agent's cloud-init seed and the tests all derive these from here.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TypedDict
 
 from cvmc.gridmodel import addressing, bandwidth, catalogue
@@ -126,6 +127,43 @@ def cap_classes(
     }
 
 
+def identity_classes(
+    identities: Sequence[Mapping[str, object]],
+    desktop_classes: object,
+    classes: Collection[str],
+    default_class: str,
+    *,
+    name: str = "grid_desktop_classes",
+) -> dict[str, str]:
+    """Each VM identity's cap class, by common name, from the model alone.
+
+    ``desktop_classes`` (``grid_desktop_classes``) maps a registered desktop to a class; every
+    VM identity of that desktop gets it, the others get ``default_class``. The gateways cap a
+    VM by the identity its certificate proves, never by what the VM announces: a desktop's
+    owner holds the slot's key and could claim any class.
+    """
+    if desktop_classes is None:
+        desktop_classes = {}
+    if not isinstance(desktop_classes, Mapping):
+        raise ValueError(f"{name}: {desktop_classes!r} is not a mapping of desktop to class")
+    if default_class not in classes:
+        raise ValueError(
+            f"grid_bandwidth_default_class: {default_class!r} is no class of grid_bandwidth_classes"
+        )
+    desktops = {str(ident["desktop"]) for ident in identities}
+    for desktop, cls_name in desktop_classes.items():
+        if not isinstance(cls_name, str) or cls_name not in classes:
+            raise ValueError(
+                f"{name}[{desktop}]: {cls_name!r} is no class of grid_bandwidth_classes"
+            )
+        if desktop not in desktops:
+            raise ValueError(f"{name}: {desktop!r} is not in grid_desktop_registry")
+    return {
+        str(ident["cn"]): str(desktop_classes.get(str(ident["desktop"]), default_class))
+        for ident in identities
+    }
+
+
 def client_config(
     *,
     remote: str,
@@ -138,8 +176,9 @@ def client_config(
     """The OpenVPN client configuration of one research VM.
 
     Certificates and keys are files in ``directory`` (written from the VM's cloud-init seed at
-    boot, never baked into the image). The client tells the gateway its cap class through
-    peer info (``UV_GRID_CLASS``); the gateway only accepts classes it knows.
+    boot, never baked into the image). The client announces its VM type's cap class through
+    peer info (``UV_GRID_CLASS``); the gateway never uses it to choose the cap (it takes the
+    identity's class from :func:`identity_classes`) and only logs a mismatch.
     """
     if not _HOST_PATTERN.match(remote):
         raise ValueError(f"{name}: remote {remote!r} is not a host name or address")
