@@ -10,9 +10,11 @@ session on the VM's desktop and sees the VM leave the pool; it exits 1 when any 
 happen. This test runs the same two commands a new user runs, and reads what they printed and
 the figures file they wrote.
 
-It changes this machine's lab as `make lab` does (the lab's containers are converged, not
-recreated), and needs root for podman. The image cache (~/.cache/desktop-grid/images) makes
-a second run skip the image build.
+It starts from no lab containers (`make lab-down` first), as a new user on a new machine
+does, and then changes this machine's lab as `make lab` does; it needs root for podman. Lab
+containers that a run under another HOME (another ~/.cache/desktop-grid) left behind hold that
+run's pool signing key, which the roles rightly refuse to replace. The image cache
+(~/.cache/desktop-grid/images) makes a second run skip the image build.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def make(target: str, timeout: float) -> tuple[str, float]:
 
 def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_vacates_it() -> None:
     FIGURES.unlink(missing_ok=True)
+    make("lab-down", 300)
     lab, lab_s = make("lab", 2400)
     recap = lab.rsplit("PLAY RECAP", 1)[-1]
     assert "ok=" in recap, lab[-6000:]
