@@ -15,10 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import uvicorn
 from sqlalchemy import Engine, MetaData, select
 from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
+from cvmc import protocol
 from cvmc.coordinator.adapters.database import make_engine, migrate
 from cvmc.coordinator.compose import build
 from cvmc.coordinator.domain.config import Config, parse_config
@@ -29,6 +32,7 @@ from cvmc.protocol import AUTH_SCHEME, string_to_sign
 ENROL_KEY = "test-enrol-key-0123456789abcdefghijklmnopqrstuvwxyz"
 BOINC = "its-u11-boinc-20120415"
 BULK = "lab-el9-bulk-20261101"
+HB = "/api/v1/heartbeat"
 
 GRID: dict[str, Any] = {
     "name": "lab",
@@ -265,3 +269,41 @@ __all__ = [
     "token",
     "write_setup",
 ]
+
+
+class Desk:
+    """An enrolled desktop that signs its requests with a rising sequence number."""
+
+    def __init__(self, client: TestClient, name: str) -> None:
+        reply = client.post("/api/v1/enrol", content=enrol_body(name))
+        assert reply.status_code == 201, reply.text
+        jsonschema.validate(reply.json(), protocol.ENROL_REPLY_SCHEMA)
+        self.client = client
+        self.id = reply.json()["desktop_id"]
+        self.credential = reply.json()["credential"]
+        self.seq = 0
+
+    def beat(self, body: dict[str, Any] | None = None, *, seq: int | None = None) -> Any:
+        raw = json.dumps(body or heartbeat()).encode()
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        return self.client.post(
+            HB, content=raw, headers=signed_headers("POST", HB, self.id, self.credential, seq, raw)
+        )
+
+    def leases(self, body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        reply = self.beat(body)
+        assert reply.status_code == 200, reply.text
+        jsonschema.validate(reply.json(), protocol.HEARTBEAT_REPLY_SCHEMA)
+        parsed = protocol.parse_heartbeat_reply(reply.json(), 0.0)  # the agent's own parser
+        assert parsed.problems == ()
+        return list(reply.json()["leases"])
+
+
+def running(leases: list[dict[str, Any]]) -> dict[str, Any]:
+    slots = [
+        {"slot": i, "state": "running", "vm_name": lease["vm_name"], "lease_id": lease["lease_id"]}
+        for i, lease in enumerate(leases)
+    ]
+    return heartbeat(slots=slots)

@@ -17,11 +17,14 @@ from coordinator.coord_support import (
     BOINC,
     BULK,
     ENROL_KEY,
+    HB,
     Clock,
+    Desk,
     dump,
     enrol_body,
     heartbeat,
     make_coordinator,
+    running,
     set_demand,
     signed_headers,
     write_setup,
@@ -33,38 +36,6 @@ from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.entrypoints.cli import main as cli
 from cvmc.coordinator.service.coordinator import Coordinator
 
-HB = "/api/v1/heartbeat"
-
-
-class Desk:
-    """An enrolled desktop that signs its requests with a rising sequence number."""
-
-    def __init__(self, client: TestClient, name: str) -> None:
-        reply = client.post("/api/v1/enrol", content=enrol_body(name))
-        assert reply.status_code == 201, reply.text
-        jsonschema.validate(reply.json(), protocol.ENROL_REPLY_SCHEMA)
-        self.client = client
-        self.id = reply.json()["desktop_id"]
-        self.credential = reply.json()["credential"]
-        self.seq = 0
-
-    def beat(self, body: dict[str, Any] | None = None, *, seq: int | None = None) -> Any:
-        raw = json.dumps(body or heartbeat()).encode()
-        if seq is None:
-            self.seq += 1
-            seq = self.seq
-        return self.client.post(
-            HB, content=raw, headers=signed_headers("POST", HB, self.id, self.credential, seq, raw)
-        )
-
-    def leases(self, body: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        reply = self.beat(body)
-        assert reply.status_code == 200, reply.text
-        jsonschema.validate(reply.json(), protocol.HEARTBEAT_REPLY_SCHEMA)
-        parsed = protocol.parse_heartbeat_reply(reply.json(), 0.0)  # the agent's own parser
-        assert parsed.problems == ()
-        return list(reply.json()["leases"])
-
 
 @pytest.fixture
 def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient, Clock]]:
@@ -73,14 +44,6 @@ def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient
     with TestClient(create_app(coordinator)) as client:
         yield coordinator, client, clock
     coordinator.store.close()
-
-
-def running(leases: list[dict[str, Any]]) -> dict[str, Any]:
-    slots = [
-        {"slot": i, "state": "running", "vm_name": lease["vm_name"], "lease_id": lease["lease_id"]}
-        for i, lease in enumerate(leases)
-    ]
-    return heartbeat(slots=slots)
 
 
 def test_enrol_heartbeat_lease_run_and_revoke_when_demand_drops(setup: Any) -> None:

@@ -11,6 +11,7 @@ from cvmc.coordinator.adapters.catalogue_dir import DirectoryCatalogue
 from cvmc.coordinator.adapters.condor_demand import JobAdsFileDemand, ScheddDemand
 from cvmc.coordinator.adapters.database import make_engine, schema_is_current
 from cvmc.coordinator.adapters.sql_store import SqlStore
+from cvmc.coordinator.adapters.vm_tokens import SocketVmTokens
 from cvmc.coordinator.domain.config import Config, ConfigError
 from cvmc.coordinator.domain.grid import GridFile, parse_grid_text
 from cvmc.coordinator.ports import DemandSource
@@ -91,6 +92,11 @@ def build(config: Config) -> Coordinator:
         demand_source=demand_source(config, grid),
         catalogue=DirectoryCatalogue(config.images.dir, config.images.base_url),
         enrol_key=key,
+        vm_tokens=(
+            SocketVmTokens(config.vm_tokens.socket, config.vm_tokens.timeout_s)
+            if config.vm_tokens.socket
+            else None
+        ),
     )
 
 

@@ -23,6 +23,8 @@ __all__ = [
     "TokenUsedError",
     "UnknownDesktopError",
     "UnstorableError",
+    "VmTokenError",
+    "VmTokenSource",
 ]
 
 
@@ -206,3 +208,14 @@ class CatalogueSource(ABC):
     @abstractmethod
     def entries(self) -> list[dict[str, str]]:
         """The catalogue's images (CATALOGUE_SCHEMA items)."""
+
+
+class VmTokenError(Exception):
+    """The VM token source could not give a token (why, without the token)."""
+
+
+class VmTokenSource(ABC):
+    @abstractmethod
+    def token(self) -> str:
+        """A new HTCondor token for one research VM start (identity, scope and lifetime are the
+        source's, not the caller's); ``VmTokenError`` when it cannot give one."""

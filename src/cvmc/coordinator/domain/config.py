@@ -26,6 +26,7 @@ __all__ = [
     "ImagesConfig",
     "LeasesConfig",
     "ServerConfig",
+    "VmTokensConfig",
     "parse_config",
     "parse_config_text",
 ]
@@ -102,6 +103,14 @@ class DemandConfig:
 
 
 @dataclass(frozen=True)
+class VmTokensConfig:
+    #: The unix socket of the minting service (cvmc-vm-token.socket); "" mints none, and
+    #: desktops use their own static token (docs/htcondor.md, "Research VMs' tokens").
+    socket: str = ""
+    timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class GridConfig:
     model_file: str = "/etc/cvmc-coordinator/grid.json"
 
@@ -115,6 +124,7 @@ class Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     demand: DemandConfig = field(default_factory=DemandConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    vm_tokens: VmTokensConfig = field(default_factory=VmTokensConfig)
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -125,6 +135,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "images": ImagesConfig,
     "demand": DemandConfig,
     "grid": GridConfig,
+    "vm_tokens": VmTokensConfig,
 }
 
 
@@ -331,7 +342,20 @@ def parse_config(raw: Mapping[str, object]) -> Config:
     grid = GridConfig(
         model_file=_str("grid.model_file", g.get("model_file", d_grid.model_file), empty=False)
     )
-    return Config(server, database, enrolment, leases, images, demand, grid)
+    return Config(
+        server, database, enrolment, leases, images, demand, grid, _vm_tokens(sec["vm_tokens"])
+    )
+
+
+def _vm_tokens(t: Mapping[str, object]) -> VmTokensConfig:
+    d = VmTokensConfig()
+    vm_tokens = VmTokensConfig(
+        socket=_str("vm_tokens.socket", t.get("socket", d.socket)),
+        timeout_s=_number("vm_tokens.timeout_s", t.get("timeout_s", d.timeout_s), 0.1, 60),
+    )
+    if vm_tokens.socket and not vm_tokens.socket.startswith("/"):
+        raise ConfigError("vm_tokens.socket", f"{vm_tokens.socket!r} is not an absolute path")
+    return vm_tokens
 
 
 def parse_config_text(text: str, *, name: str = "config") -> Config:

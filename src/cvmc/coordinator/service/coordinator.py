@@ -40,6 +40,8 @@ from cvmc.coordinator.ports import (
     TokenUsedError,
     UnknownDesktopError,
     UnstorableError,
+    VmTokenError,
+    VmTokenSource,
 )
 from cvmc.gridmodel.enrolment import check_enrol_token
 from cvmc.protocol import (
@@ -59,6 +61,8 @@ _DESKTOP_ID = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 _SEQ = re.compile(SEQ_PATTERN)  # with fullmatch: no trailing newline
 _IDLE_SLOT_STATES = ("idle", "stopped")
 _CREDENTIAL_CACHE = 200_000
+#: Offered leases whose VM token is kept until the desktop starts them (or they go away).
+_VM_TOKEN_CACHE = 100_000
 #: The one reply to every refused enrolment token (docs/coordinator-api.md).
 _INVALID_TOKEN = "the enrolment token is not valid"  # noqa: S105 - a message, not a secret
 
@@ -124,6 +128,8 @@ class Metrics:
     demand_errors: int = 0
     revoked: Counter[str] = field(default_factory=Counter)
     granted: int = 0
+    vm_tokens: int = 0
+    vm_token_failures: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class Coordinator:
         demand_source: DemandSource,
         catalogue: CatalogueSource,
         enrol_key: str,
+        vm_tokens: VmTokenSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -159,6 +166,11 @@ class Coordinator:
         self.demand_source = demand_source
         self.catalogue_source = catalogue
         self.enrol_key = enrol_key
+        self.vm_tokens = vm_tokens
+        # Each offered lease's VM token, minted once and repeated in every reply until the
+        # desktop reports the lease started (replies are level-triggered).
+        self._lease_tokens: dict[str, str] = {}
+        self._lease_tokens_lock = threading.Lock()
         self._key = enrol_key.encode()
         self.clock = clock
         self.metrics = Metrics()
@@ -334,21 +346,56 @@ class Coordinator:
         raise AssertionError("unreachable")  # pragma: no cover - _accepting always raises
 
     def heartbeat_reply(self, current: list[LeaseView], now: float) -> dict[str, Any]:
+        leases = [self._lease_json(lease, now) for lease in current]
         return {
             "server_time": _iso(now),
             "heartbeat_s": self.config.leases.heartbeat_s,
-            "leases": [self._lease_json(lease, now) for lease in current],
+            "leases": [lease for lease in leases if lease is not None],
         }
 
-    def _lease_json(self, lease: LeaseView, now: float) -> dict[str, Any]:
+    def _lease_json(self, lease: LeaseView, now: float) -> dict[str, Any] | None:
+        """The lease as the reply lists it; ``None`` leaves out an offered lease whose VM
+        token could not be minted (the desktop cannot start it without one; the next reply
+        tries again, and the lease lapses at ``start_by`` as any unstarted lease does)."""
         ttl = lease.start_by - now if lease.state == "offered" else self.config.leases.ttl_s
-        return {
+        item: dict[str, Any] = {
             "lease_id": lease.id,
             "vm_name": lease.vm_name,
             "cpus": lease.cpus,
             "memory_mb": lease.memory_mb,
             "ttl_s": round(min(max(ttl, 0.001), 86400.0), 3),
         }
+        if self.vm_tokens is not None:
+            if lease.state != "offered":
+                with self._lease_tokens_lock:
+                    self._lease_tokens.pop(lease.id, None)
+                return item
+            token = self._lease_token(lease.id)
+            if token is None:
+                return None
+            item["condor_token"] = token
+        return item
+
+    def _lease_token(self, lease_id: str) -> str | None:
+        """The VM token of an offered lease: the one minted before, or a new one."""
+        assert self.vm_tokens is not None
+        with self._lease_tokens_lock:
+            token = self._lease_tokens.get(lease_id)
+        if token is not None:
+            return token
+        try:
+            token = self.vm_tokens.token()
+        except VmTokenError as exc:
+            self.metrics.vm_token_failures += 1
+            log.error("no HTCondor token for lease %s, left out of this reply: %s", lease_id, exc)
+            return None
+        self.metrics.vm_tokens += 1
+        with self._lease_tokens_lock:
+            if len(self._lease_tokens) >= _VM_TOKEN_CACHE:
+                # Leases that lapsed unstarted never come back to be removed: drop the oldest.
+                for old in list(self._lease_tokens)[: _VM_TOKEN_CACHE // 2]:
+                    del self._lease_tokens[old]
+            return self._lease_tokens.setdefault(lease_id, token)
 
     # -- catalogue ------------------------------------------------------------------------
 
@@ -505,6 +552,18 @@ class Coordinator:
             "counter",
             "Leases revoked, by reason.",
             [(f'{{reason="{r}"}}', c) for r, c in sorted(self.metrics.revoked.items())],
+        )
+        family(
+            "cvmc_vm_tokens_minted_total",
+            "counter",
+            "HTCondor tokens minted for research VM starts (one per offered lease).",
+            [("", self.metrics.vm_tokens)],
+        )
+        family(
+            "cvmc_vm_token_failures_total",
+            "counter",
+            "Offered leases left out of a reply because no HTCondor token could be minted.",
+            [("", self.metrics.vm_token_failures)],
         )
         family(
             "cvmc_allocation_rounds_total",
