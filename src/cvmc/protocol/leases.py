@@ -22,7 +22,9 @@ MAX_TTL_S = 24 * 3600
 #: The HTCondor token (IDTOKEN, a JWS in compact form) a lease may carry for its VM: the
 #: coordinator mints one per VM start (docs/htcondor.md, "Research VMs' tokens").
 MAX_CONDOR_TOKEN = 4096
-CONDOR_TOKEN = re.compile(r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z")
+CONDOR_TOKEN = re.compile(
+    r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z"
+)
 
 #: Why an agent declines a lease; the coordinator API documents each.
 DECLINE_REASONS: tuple[str, ...] = (
