@@ -68,8 +68,8 @@ def test_the_leases_token_reaches_that_vms_seed_only(caplog: pytest.LogCaptureFi
     world.run_for(70)
     assert started(world) == ["running", "running"]
     by_lease = {slot.lease.lease_id: slot.index for slot in world.agent.slots if slot.lease}
-    assert world.seed_file(by_lease["l-1"], TOKEN_PATH) == first.encode()
-    assert world.seed_file(by_lease["l-2"], TOKEN_PATH) == second.encode()
+    assert world.seed_file(by_lease["l-1"], TOKEN_PATH) == f"{first}\n".encode()
+    assert world.seed_file(by_lease["l-2"], TOKEN_PATH) == f"{second}\n".encode()
     assert world.declines() == []
     # Not in a log line, a heartbeat or the status file: only in the seed.
     logged = everything_logged(caplog)
@@ -98,7 +98,7 @@ def test_the_leases_token_wins_over_the_static_one() -> None:
     world.lease("l-1", BOINC, condor_token=token)
     world.run_for(70)
     slot = next(s.index for s in world.agent.slots if s.lease is not None)
-    assert world.seed_file(slot, TOKEN_PATH) == token.encode()
+    assert world.seed_file(slot, TOKEN_PATH) == f"{token}\n".encode()
 
 
 def test_a_desktop_without_a_static_token_starts_leases_that_carry_one() -> None:
@@ -109,7 +109,7 @@ def test_a_desktop_without_a_static_token_starts_leases_that_carry_one() -> None
     world.run_for(70)
     assert "running" in started(world)
     slot = next(s.index for s in world.agent.slots if s.lease is not None)
-    assert world.seed_file(slot, TOKEN_PATH) == token.encode()
+    assert world.seed_file(slot, TOKEN_PATH) == f"{token}\n".encode()
 
 
 def test_no_token_in_the_lease_or_on_the_desktop_declines_no_identity(

@@ -550,9 +550,12 @@ class Agent:
         identity = self.p.identities.for_slot(slot)
         if identity is None:
             raise ImageError("no_identity", f"no VPN identity for slot {slot}")
-        # The lease's own token (minted for this start) before the desktop's static, wider one.
+        # The lease's own token (minted for this start) before the desktop's static, wider one;
+        # written as one line of a token file, ending in a newline.
         lease_token = action.lease.condor_token
-        condor_token = lease_token.encode() if lease_token is not None else identity.condor_token
+        condor_token = (
+            f"{lease_token}\n".encode() if lease_token is not None else identity.condor_token
+        )
         if condor_token is None:
             raise ImageError(
                 "no_identity",
