@@ -7,6 +7,7 @@ agent did to them.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lab_model import model_vars
 
 from cvmc.agent.domain.config import GRID_KEYS, AgentConfig, parse_config
@@ -357,14 +359,22 @@ def write_identity(directory: Path, slots: int = 2) -> None:
     (directory / "condor.token").write_text("eyJhbGciOiJIUzI1NiJ9.test.token")
 
 
+#: The desktop's static HTCondor token in the fakes (the ``condor.token`` fallback).
+STATIC_TOKEN = b"TOKEN"
+
+
 class FakeIdentities(Identities):
+    """Every slot has its VPN files (but those in ``missing``) and ``static_token`` (None: the
+    desktop has no ``condor.token``)."""
+
     def __init__(self) -> None:
         self.missing: set[int] = set()
+        self.static_token: bytes | None = STATIC_TOKEN
 
     def for_slot(self, slot: int) -> SlotIdentity | None:
         if slot in self.missing:
             return None
-        return SlotIdentity(files=identity_files(slot), condor_token=b"TOKEN")
+        return SlotIdentity(files=identity_files(slot), condor_token=self.static_token)
 
 
 @dataclass
@@ -389,16 +399,34 @@ class World:
         while self.clock.mono < end:
             self.clock.sleep(min(self.agent.tick(), end - self.clock.mono))
 
-    def lease(self, lease_id: str, vm_name: str, *, cpus: int = 1, memory_mb: int = 512) -> None:
-        self.coordinator.leases.append(
-            {
-                "lease_id": lease_id,
-                "vm_name": vm_name,
-                "cpus": cpus,
-                "memory_mb": memory_mb,
-                "ttl_s": 300,
-            }
-        )
+    def lease(
+        self,
+        lease_id: str,
+        vm_name: str,
+        *,
+        cpus: int = 1,
+        memory_mb: int = 512,
+        condor_token: str | None = None,
+    ) -> None:
+        lease: dict[str, Any] = {
+            "lease_id": lease_id,
+            "vm_name": vm_name,
+            "cpus": cpus,
+            "memory_mb": memory_mb,
+            "ttl_s": 300,
+        }
+        if condor_token is not None:
+            lease["condor_token"] = condor_token
+        self.coordinator.leases.append(lease)
+
+    def seed_file(self, slot: int, path: str) -> bytes | None:
+        """The content the slot's seed writes at ``path`` in the VM (None: it writes nothing
+        there), read back from the user-data the agent gave the seed factory."""
+        _, user_data = self.seeds.seeds[slot]
+        for entry in yaml.safe_load(user_data)["write_files"]:
+            if entry["path"] == path:
+                return base64.b64decode(entry["content"])
+        return None
 
     def drop_lease(self, lease_id: str) -> None:
         self.coordinator.leases = [x for x in self.coordinator.leases if x["lease_id"] != lease_id]

@@ -10,7 +10,7 @@ import datetime as dt
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cvmc.agent.domain.engine import HwVirt
@@ -260,10 +260,13 @@ class CoordinatorClient(ABC):
 
 @dataclass(frozen=True)
 class SlotIdentity:
-    """What a slot's VM needs to join: VPN identity and HTCondor token (secrets)."""
+    """What a slot's VM needs to join: VPN identity and, optionally, the desktop's static
+    HTCondor token (secrets). A lease's own token, when it carries one, takes the static
+    token's place; a slot with no static token needs leases that carry one."""
 
-    files: Mapping[str, bytes]  # name -> content, e.g. "client.crt", "client.key", "ca.crt"
-    condor_token: bytes
+    # name -> content, e.g. "client.crt", "client.key", "ca.crt" (the key a secret: no repr)
+    files: Mapping[str, bytes] = field(repr=False)
+    condor_token: bytes | None = field(default=None, repr=False)
 
 
 class Identities(ABC):

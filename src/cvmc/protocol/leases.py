@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cvmc.gridmodel.classad import validate_vm_name
@@ -22,7 +22,9 @@ MAX_TTL_S = 24 * 3600
 #: The HTCondor token (IDTOKEN, a JWS in compact form) a lease may carry for its VM: the
 #: coordinator mints one per VM start (docs/htcondor.md, "Research VMs' tokens").
 MAX_CONDOR_TOKEN = 4096
-CONDOR_TOKEN = re.compile(r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z")
+CONDOR_TOKEN = re.compile(
+    r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z"
+)
 
 #: Why an agent declines a lease; the coordinator API documents each.
 DECLINE_REASONS: tuple[str, ...] = (
@@ -50,6 +52,9 @@ class Lease:
     memory_mb: int
     ttl_s: float
     received: float  # monotonic seconds
+    #: The VM's own HTCondor token (a secret): present only on a lease not yet started, minted
+    #: by the coordinator for this start. Never in a repr, so never in a log line.
+    condor_token: str | None = field(default=None, repr=False)
 
     def expired(self, now: float) -> bool:
         return now >= self.received + self.ttl_s
@@ -84,6 +89,15 @@ def parse_lease(raw: object, received: float, *, name: str = "lease") -> Lease:
     ttl = raw.get("ttl_s")
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_S:
         raise ValueError(f"{name}.ttl_s: {ttl!r} is not a number of seconds up to {MAX_TTL_S}")
+    token = raw.get("condor_token")
+    # The value is a secret (or garbage in its place): an error names its type or length, never it.
+    if token is not None and not isinstance(token, str):
+        raise ValueError(f"{name}.condor_token: a {type(token).__name__} is not a string or null")
+    if token is not None and (len(token) > MAX_CONDOR_TOKEN or not CONDOR_TOKEN.match(token)):
+        raise ValueError(
+            f"{name}.condor_token: a string of {len(token)} characters is not an HTCondor token "
+            f"(a JWS in compact form, at most {MAX_CONDOR_TOKEN} characters)"
+        )
     return Lease(
         lease_id=lease_id,
         vm_name=vm_name,
@@ -91,4 +105,5 @@ def parse_lease(raw: object, received: float, *, name: str = "lease") -> Lease:
         memory_mb=_positive(raw, "memory_mb", name, 4 * 1024 * 1024),
         ttl_s=float(ttl),
         received=received,
+        condor_token=token,
     )

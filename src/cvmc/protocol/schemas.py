@@ -10,7 +10,7 @@ from typing import Any
 
 from cvmc.protocol.api import ERROR_CODES
 from cvmc.protocol.images import CREATED_MAX_CHARS, DISK_FORMATS
-from cvmc.protocol.leases import DECLINE_REASONS
+from cvmc.protocol.leases import CONDOR_TOKEN, DECLINE_REASONS, MAX_CONDOR_TOKEN
 from cvmc.protocol.values import MAX_SEQ, integer, text
 
 __all__ = [
@@ -35,6 +35,15 @@ _NAME = {
 }
 _LEASE_ID = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"}
 _SHA = {"type": "string", "pattern": r"^[0-9a-f]{64}$"}
+
+
+def _ecma(pattern: str) -> str:
+    r"""A ``\A...\Z`` Python pattern as the ``^...$`` one a JSON schema holds."""
+    if not (pattern.startswith(r"\A") and pattern.endswith(r"\Z")):
+        raise ValueError(f"{pattern!r} is not anchored with \\A and \\Z")
+    return f"^{pattern[2:-2]}$"
+
+
 #: Every integer a desktop sends is bounded to what the store holds (``cvmc.protocol.values``).
 _COUNT = integer()
 
@@ -183,6 +192,15 @@ HEARTBEAT_REPLY_SCHEMA: dict[str, Any] = {
                     "cpus": integer(1),
                     "memory_mb": integer(1),
                     "ttl_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                    "condor_token": {
+                        "description": (
+                            "The VM's own HTCondor token (a secret), minted for this start: "
+                            "present only on a lease not yet started"
+                        ),
+                        "type": ["string", "null"],
+                        "maxLength": MAX_CONDOR_TOKEN,
+                        "pattern": _ecma(CONDOR_TOKEN.pattern),
+                    },
                 },
             },
         },

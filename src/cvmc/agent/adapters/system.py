@@ -33,9 +33,10 @@ class SystemClock(Clock):
 
 class DirIdentities(Identities):
     """``<dir>/slot<N>/{client.conf,ca.crt,client.crt,client.key,tls-crypt.key}`` (the VM's
-    OpenVPN identity, ``cvmc.gridmodel.vpn``) and the HTCondor token in
+    OpenVPN identity, ``cvmc.gridmodel.vpn``) and, optionally, a static HTCondor token in
     ``<dir>/slot<N>/condor.token`` (or one ``<dir>/condor.token`` for all slots), as the
-    desktop roles deploy them (mode 0600, owned by the service account)."""
+    desktop roles deploy them (mode 0600, owned by the service account). A slot with its VPN
+    files but no token is an identity without one: its VMs take the token their lease carries."""
 
     def __init__(self, directory: str | None) -> None:
         self.directory = directory
@@ -49,13 +50,21 @@ class DirIdentities(Identities):
             for name in VPN_FILES:
                 with open(os.path.join(slot_dir, name), "rb") as fh:
                     files[name] = fh.read()
-            token_path = os.path.join(slot_dir, "condor.token")
-            if not os.path.exists(token_path):
-                token_path = os.path.join(self.directory, "condor.token")
-            with open(token_path, "rb") as fh:
-                token = fh.read()
         except OSError:
             return None
+        token: bytes | None = None
+        for token_path in (
+            os.path.join(slot_dir, "condor.token"),
+            os.path.join(self.directory, "condor.token"),
+        ):
+            try:
+                with open(token_path, "rb") as fh:
+                    token = fh.read()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None  # there, but unreadable: not an identity to start a VM with
+            break
         return SlotIdentity(files=files, condor_token=token)
 
 

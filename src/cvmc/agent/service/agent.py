@@ -549,7 +549,19 @@ class Agent:
         slot, vm_type = action.slot, action.vm_type
         identity = self.p.identities.for_slot(slot)
         if identity is None:
-            raise ImageError("no_identity", f"no VPN identity or HTCondor token for slot {slot}")
+            raise ImageError("no_identity", f"no VPN identity for slot {slot}")
+        # The lease's own token (minted for this start) before the desktop's static, wider one;
+        # written as one line of a token file, ending in a newline.
+        lease_token = action.lease.condor_token
+        condor_token = (
+            f"{lease_token}\n".encode() if lease_token is not None else identity.condor_token
+        )
+        if condor_token is None:
+            raise ImageError(
+                "no_identity",
+                f"lease {action.lease.lease_id} carried no HTCondor token and the desktop has "
+                f"none for slot {slot} (no condor.token)",
+            )
         free_mb = self.p.resources.disk_free_mb(self.config.agent.state_dir)
         if free_mb < START_MIN_FREE_MB:
             raise ImageError(
@@ -592,7 +604,7 @@ class Agent:
                 vm_name=vm_type.name,
                 lease_id=lease_id,
                 identity=identity.files,
-                condor_token=identity.condor_token,
+                condor_token=condor_token,
             )
         except (ValueError, UnicodeDecodeError) as exc:
             raise ImageError("no_identity", f"slot {slot}: unusable identity: {exc}") from exc
