@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cvmc.gridmodel.condor_token import (
+    AUTHZ_LEVELS,
     hkdf_sha256,
     jwt_key,
     mint_token,
@@ -100,7 +101,7 @@ def test_token_header_claims_and_signature() -> None:
         hashlib.sha256,
     ).digest()
     assert _b64url_decode(signature_b64) == expected
-    decoded = token_claims(token)
+    decoded = token_claims(token, bound=CONDOR_TOKEN, max_chars=MAX_CONDOR_TOKEN)
     assert decoded["header"] == {"alg": "HS256", "kid": "RESEARCH_VM"}
     assert decoded["claims"]["sub"] == "research-vm@cm.grid.example.org"
     assert decoded["claims"]["exp"] - decoded["claims"]["iat"] == 43200
@@ -163,9 +164,22 @@ def test_every_bad_argument_is_refused_by_name(override: dict[str, Any], name: s
     assert KEY_FILE.decode() not in str(error.value)
 
 
-def test_the_longest_key_and_the_bounds_are_accepted() -> None:
+def test_tokens_stay_within_the_wire_bounds_at_every_arguments_largest_value() -> None:
     assert CONDOR_TOKEN.match(_mint(key_file=b"k" * 4096, lifetime_s=60))
-    assert CONDOR_TOKEN.match(_mint(lifetime_s=7 * 24 * 3600, key_id="K" * 64))
+    largest = _mint(
+        key_id="K" * 64,
+        identity="u" * 64 + "@" + "d" * 253,
+        issuer="i" * 253,
+        authz=sorted(AUTHZ_LEVELS),
+        lifetime_s=7 * 24 * 3600,
+        now=2**40 - 1 - 7 * 24 * 3600,
+        jti="f" * 64,
+    )
+    assert len(largest) <= MAX_CONDOR_TOKEN
+    assert CONDOR_TOKEN.match(largest)
+    assert token_claims(largest, bound=CONDOR_TOKEN, max_chars=MAX_CONDOR_TOKEN)["claims"][
+        "iss"
+    ] == ("i" * 253)
 
 
 @pytest.mark.parametrize(
@@ -174,4 +188,4 @@ def test_the_longest_key_and_the_bounds_are_accepted() -> None:
 )
 def test_token_claims_refuses_what_is_not_a_token(token: str) -> None:
     with pytest.raises(ValueError, match=r"\Atoken:"):
-        token_claims(token)
+        token_claims(token, bound=CONDOR_TOKEN, max_chars=MAX_CONDOR_TOKEN)

@@ -13,6 +13,12 @@ separated by spaces). The collector finds the key by ``kid``.
 
 Every function is pure (standard library only, no I/O) and raises ``ValueError`` whose message
 starts with the name of the argument being checked; the key's bytes never appear in a message.
+
+The grid model imports nothing of cvmc.protocol (tests/unit/test_package_boundaries.py), so the
+wire bounds of a token (``cvmc.protocol.leases.MAX_CONDOR_TOKEN`` and ``CONDOR_TOKEN``) are
+passed to :func:`token_claims` by its caller; :func:`mint_token`'s output stays within them by
+construction (tests/unit/test_condor_token.py checks it at every argument's largest value) and
+the minting program checks each token against them before writing it.
 """
 
 from __future__ import annotations
@@ -24,8 +30,6 @@ import json
 import re
 from collections.abc import Sequence
 from typing import Any
-
-from cvmc.protocol.leases import CONDOR_TOKEN, MAX_CONDOR_TOKEN
 
 __all__ = [
     "AUTHZ_LEVELS",
@@ -167,16 +171,22 @@ def mint_token(
         + _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     )
     signature = hmac.new(signing_key, signing_input.encode("ascii"), hashlib.sha256).digest()
-    token = f"{signing_input}.{_b64(signature)}"
-    if len(token) > MAX_CONDOR_TOKEN or not CONDOR_TOKEN.match(token):  # pragma: no cover
-        raise ValueError("token: out of the bounds of cvmc.protocol.leases.CONDOR_TOKEN")
-    return token
+    return f"{signing_input}.{_b64(signature)}"
 
 
-def token_claims(token: str) -> dict[str, Any]:
-    """``{"header": ..., "claims": ...}`` of ``token``, decoded but *not* verified."""
-    if not isinstance(token, str) or len(token) > MAX_CONDOR_TOKEN or not CONDOR_TOKEN.match(token):
-        raise ValueError("token: not a compact JWS within cvmc.protocol.leases.CONDOR_TOKEN")
+def token_claims(token: str, *, bound: re.Pattern[str], max_chars: int) -> dict[str, Any]:
+    """``{"header": ..., "claims": ...}`` of ``token``, decoded but *not* verified.
+
+    ``bound`` and ``max_chars`` are the wire's bounds (``cvmc.protocol.leases.CONDOR_TOKEN`` and
+    ``MAX_CONDOR_TOKEN``); a token outside them is refused before anything is decoded.
+    """
+    if (
+        not isinstance(token, str)
+        or len(token) > max_chars
+        or token.count(".") != 2
+        or not bound.match(token)
+    ):
+        raise ValueError("token: not a compact JWS within the wire's bounds")
     header_b64, payload_b64, _ = token.split(".")
     try:
         header = json.loads(_unb64(header_b64))
