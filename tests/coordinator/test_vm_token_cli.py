@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -187,3 +189,76 @@ def test_the_console_script_is_declared_and_its_module_is_light() -> None:
         check=True,
     )
     assert done.stdout.strip() == ""
+
+
+def _read_socket(path: Path, send: bytes = b"") -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(20)
+        client.connect(str(path))
+        if send:
+            client.sendall(send)
+        chunks = []
+        try:
+            while chunk := client.recv(4096):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            # The program closes its end without reading what a client sent; the kernel then
+            # resets the connection. The coordinator sends nothing.
+            if not send:
+                raise
+    return b"".join(chunks)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="no systemd-socket-activate here"
+)
+def test_one_token_per_connection_behind_an_accepting_socket(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """As cvmc-vm-token.socket runs it (Accept=yes, the connection on stdin and stdout):
+    each connection gets one token line and EOF. What a client sends is never read: it cannot
+    change the token (at most its connection is reset), and the next connection is served."""
+    path = tmp_path / "vm-token.sock"
+    activator = subprocess.Popen(
+        [
+            shutil.which("systemd-socket-activate") or "",
+            "--listen",
+            str(path),
+            "--accept",
+            "--inetd",
+            # It starts the program with a clean environment, as systemd does.
+            f"--setenv=PYTHONPATH={ROOT / 'src'}",
+            sys.executable,
+            "-m",
+            "cvmc.coordinator.entrypoints.vm_token",
+            "--key-file",
+            str(key_file),
+            *ARGS,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not path.exists():
+            assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
+            assert time.monotonic() < deadline, "the socket never appeared"
+            time.sleep(0.05)
+        first = _read_socket(path)
+        pushy = _read_socket(path, send=b'{"identity": "admin@cm", "authz": ["ADMINISTRATOR"]}\n')
+        second = _read_socket(path)
+    finally:
+        activator.terminate()
+        activator.wait(timeout=20)
+    tokens = []
+    lines = [first, second] + ([pushy] if pushy else [])
+    for line in lines:
+        assert line.endswith(b"\n")
+        assert line.count(b"\n") == 1
+        token = line[:-1].decode("ascii")
+        assert CONDOR_TOKEN.match(token)
+        tokens.append(json.loads(_b64d(token.split(".")[1])))
+    assert len({claims["jti"] for claims in tokens}) == len(tokens)
+    for claims in tokens:
+        assert claims["sub"] == "research-vm@cm.grid.example.org"
+        assert claims["scope"] == "condor:/ADVERTISE_STARTD condor:/ADVERTISE_MASTER condor:/READ"
