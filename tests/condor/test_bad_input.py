@@ -42,6 +42,17 @@ CASES = [
         "htcondor_pool_signing_key is missing or shorter than 32",
         {"htcondor_pool_signing_key": "x" * 8},
     ),
+    # The central manager's collector verifies research VMs' tokens (method seed) with it.
+    Case(
+        "missing-vm-key",
+        "htcondor_vm_signing_key is empty or not 1 to 4096 printable ASCII characters on lab-cm",
+        {"htcondor_install": True, "htcondor_vm_signing_key": ""},
+    ),
+    Case(
+        "vm-key-with-a-space",
+        "htcondor_vm_signing_key is empty or not 1 to 4096 printable ASCII characters on lab-cm",
+        {"htcondor_install": True, "htcondor_vm_signing_key": "two words"},
+    ),
     Case(
         "unroutable-without-ccb",
         "htcondor_ccb: false, but htcondor_research_network_routable is false",
