@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(openvpn qemu-system-x86 qemu-utils minisign busybox-static syslinux syslinux-common mtools
-  dosfstools cpio genisoimage xorriso postgresql chromium)
+  dosfstools cpio genisoimage xorriso postgresql chromium systemd)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -7,7 +7,11 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -307,3 +311,45 @@ def running(leases: list[dict[str, Any]]) -> dict[str, Any]:
         for i, lease in enumerate(leases)
     ]
     return heartbeat(slots=slots)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def activated_minter(path: Path, key_file: Path, args: list[str]) -> Iterator[None]:
+    """``cvmc-vm-token`` behind a listening unix socket at ``path``, as cvmc-vm-token.socket
+    runs it (``Accept=yes``: one process per connection, the connection on its stdin and
+    stdout), with systemd's own ``systemd-socket-activate``."""
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate is missing (Debian's systemd package)"
+    activator = subprocess.Popen(
+        [
+            activate,
+            "--listen",
+            str(path),
+            "--accept",
+            "--inetd",
+            # It starts the program with a clean environment, as systemd does.
+            f"--setenv=PYTHONPATH={ROOT / 'src'}",
+            sys.executable,
+            "-m",
+            "cvmc.coordinator.entrypoints.vm_token",
+            "--key-file",
+            str(key_file),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not path.exists():
+            assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
+            assert time.monotonic() < deadline, "the socket never appeared"
+            time.sleep(0.05)
+        yield
+    finally:
+        activator.terminate()
+        activator.wait(timeout=20)

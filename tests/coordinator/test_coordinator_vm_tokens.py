@@ -4,12 +4,14 @@ service's unix socket and puts it in that lease (issue 15, finding 3).
 Real: a real unix socket served by a thread of this test in the service's place (one token
 line per connection, then EOF), the real app, store (SQLite and PostgreSQL) and the agent's own
 reply parser. The minting program itself, behind a real socket activation, is tested in
-tests/coordinator/test_vm_token_service.py.
+tests/coordinator/test_vm_token_cli.py; the last test here drives the coordinator with it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
 import shutil
 import socket
 import tempfile
@@ -24,6 +26,7 @@ from coordinator.coord_support import (
     BOINC,
     Clock,
     Desk,
+    activated_minter,
     make_coordinator,
     running,
     set_demand,
@@ -36,7 +39,8 @@ from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.domain.config import ConfigError
 from cvmc.coordinator.ports import VmTokenError
 from cvmc.coordinator.service.coordinator import Coordinator
-from cvmc.protocol.leases import MAX_CONDOR_TOKEN
+from cvmc.gridmodel.condor_token import jwt_key, token_claims
+from cvmc.protocol.leases import CONDOR_TOKEN, MAX_CONDOR_TOKEN
 
 
 def fake_jwt(n: int) -> str:
@@ -218,3 +222,42 @@ def test_bad_vm_token_settings_are_refused_by_name(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         write_setup(tmp_path, "sqlite:///unused.db", vm_tokens=section)
+
+
+def test_leases_carry_tokens_the_real_minting_program_signed(
+    tmp_path: Path, db_url: str, sock_path: Path
+) -> None:
+    """The coordinator against cvmc-vm-token behind a real socket activation: each offered
+    lease's token is a research VM's, with the unit's identity, scope and lifetime, and its
+    signature checks with the key (HTCondor's derivation, cvmc.gridmodel.condor_token)."""
+    key = b"Zq8Lx2WmPb7Ck4VnRt9Hs3Jd6Fg1Ya5E"
+    key_file = tmp_path / "RESEARCH_VM"
+    key_file.write_bytes(key)
+    key_file.chmod(0o400)
+    args = ["--key-id", "RESEARCH_VM", "--identity", "research-vm@cm.lab", "--issuer", "cm.lab"]
+    args += ["--lifetime", "600", "--authz", "ADVERTISE_STARTD", "--authz", "READ"]
+    config = write_setup(tmp_path, db_url, vm_tokens={"socket": str(sock_path)})
+    coordinator = make_coordinator(config, Clock())
+    with activated_minter(sock_path, key_file, args), TestClient(create_app(coordinator)) as client:
+        desk = Desk(client, "desk00")
+        desk.leases()
+        set_demand(coordinator, (BOINC, 1), (BOINC, 1))
+        coordinator.allocation_round()
+        leases = desk.leases()
+    coordinator.store.close()
+    assert len(leases) == 2
+    seen = set()
+    for lease in leases:
+        token = lease["condor_token"]
+        header, payload, signature = token.split(".")
+        decoded = token_claims(token, bound=CONDOR_TOKEN, max_chars=MAX_CONDOR_TOKEN)
+        assert decoded["header"] == {"alg": "HS256", "kid": "RESEARCH_VM"}
+        claims = decoded["claims"]
+        assert claims["sub"] == "research-vm@cm.lab"
+        assert claims["iss"] == "cm.lab"
+        assert claims["scope"] == "condor:/ADVERTISE_STARTD condor:/READ"
+        assert claims["exp"] - claims["iat"] == 600
+        expected = hmac.new(jwt_key(key, "RESEARCH_VM"), f"{header}.{payload}".encode(), "sha256")
+        assert signature == base64.urlsafe_b64encode(expected.digest()).rstrip(b"=").decode()
+        seen.add(claims["jti"])
+    assert len(seen) == 2

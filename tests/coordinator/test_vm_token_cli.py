@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from coordinator.coord_support import activated_minter
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -219,37 +220,10 @@ def test_one_token_per_connection_behind_an_accepting_socket(
     each connection gets one token line and EOF. What a client sends is never read: it cannot
     change the token (at most its connection is reset), and the next connection is served."""
     path = tmp_path / "vm-token.sock"
-    activator = subprocess.Popen(
-        [
-            shutil.which("systemd-socket-activate") or "",
-            "--listen",
-            str(path),
-            "--accept",
-            "--inetd",
-            # It starts the program with a clean environment, as systemd does.
-            f"--setenv=PYTHONPATH={ROOT / 'src'}",
-            sys.executable,
-            "-m",
-            "cvmc.coordinator.entrypoints.vm_token",
-            "--key-file",
-            str(key_file),
-            *ARGS,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not path.exists():
-            assert activator.poll() is None, activator.stderr.read() if activator.stderr else ""
-            assert time.monotonic() < deadline, "the socket never appeared"
-            time.sleep(0.05)
+    with activated_minter(path, key_file, ARGS):
         first = _read_socket(path)
         pushy = _read_socket(path, send=b'{"identity": "admin@cm", "authz": ["ADMINISTRATOR"]}\n')
         second = _read_socket(path)
-    finally:
-        activator.terminate()
-        activator.wait(timeout=20)
     tokens = []
     lines = [first, second] + ([pushy] if pushy else [])
     for line in lines:
