@@ -175,11 +175,12 @@ def test_the_console_script_is_declared_and_its_module_is_light() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["cvmc-vm-token"] == "cvmc.coordinator.entrypoints.vm_token:run"
     assert callable(vm_token.run)
-    # Only the standard library, the token module and the leases' bounds: no server stack.
+    # Only the standard library and the token module: no server stack, not even the protocol.
     probe = (
         "import sys, cvmc.coordinator.entrypoints.vm_token as m; "
         "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in "
-        "('sqlalchemy','starlette','uvicorn','cryptography','psutil','htcondor','alembic'))))"
+        "('sqlalchemy','starlette','uvicorn','cryptography','psutil','htcondor','alembic'))"
+        " + [n for n in sys.modules if n.startswith('cvmc.protocol')]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],

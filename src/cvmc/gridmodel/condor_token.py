@@ -14,11 +14,11 @@ separated by spaces). The collector finds the key by ``kid``.
 Every function is pure (standard library only, no I/O) and raises ``ValueError`` whose message
 starts with the name of the argument being checked; the key's bytes never appear in a message.
 
-The grid model imports nothing of cvmc.protocol (tests/unit/test_package_boundaries.py), so the
-wire bounds of a token (``cvmc.protocol.leases.MAX_CONDOR_TOKEN`` and ``CONDOR_TOKEN``) are
-passed to :func:`token_claims` by its caller; :func:`mint_token`'s output stays within them by
-construction (tests/unit/test_condor_token.py checks it at every argument's largest value) and
-the minting program checks each token against them before writing it.
+The bounds of a token on the wire, ``MAX_CONDOR_TOKEN`` and ``CONDOR_TOKEN``, live here (the
+protocol's leases take them from here, and the minting program imports this module only, so it
+starts fast on every connection). :func:`mint_token`'s output stays within them by construction
+(tests/unit/test_condor_token.py checks it at every argument's largest value), and the minting
+program checks each token against them before writing it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ __all__ = [
     "token_claims",
     "unscramble",
 ]
+
+#: The HTCondor token (IDTOKEN, a JWS in compact form) a lease may carry for its VM: the
+#: coordinator mints one per VM start (docs/htcondor.md, "Research VMs' tokens").
+MAX_CONDOR_TOKEN = 4096
+CONDOR_TOKEN = re.compile(
+    r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z"
+)
 
 _SCRAMBLE = bytes((0xDE, 0xAD, 0xBE, 0xEF))
 MAX_KEY_FILE = 4096
@@ -174,11 +181,13 @@ def mint_token(
     return f"{signing_input}.{_b64(signature)}"
 
 
-def token_claims(token: str, *, bound: re.Pattern[str], max_chars: int) -> dict[str, Any]:
+def token_claims(
+    token: str, *, bound: re.Pattern[str] = CONDOR_TOKEN, max_chars: int = MAX_CONDOR_TOKEN
+) -> dict[str, Any]:
     """``{"header": ..., "claims": ...}`` of ``token``, decoded but *not* verified.
 
-    ``bound`` and ``max_chars`` are the wire's bounds (``cvmc.protocol.leases.CONDOR_TOKEN`` and
-    ``MAX_CONDOR_TOKEN``); a token outside them is refused before anything is decoded.
+    ``bound`` and ``max_chars`` are the wire's bounds (``CONDOR_TOKEN`` and
+    ``MAX_CONDOR_TOKEN`` by default); a token outside them is refused before anything is decoded.
     """
     if (
         not isinstance(token, str)

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cvmc.gridmodel.classad import validate_vm_name
+from cvmc.gridmodel.condor_token import CONDOR_TOKEN, MAX_CONDOR_TOKEN
 
-__all__ = ["DECLINE_REASONS", "Decline", "Lease", "parse_lease"]
+__all__ = [
+    "CONDOR_TOKEN",
+    "DECLINE_REASONS",
+    "MAX_CONDOR_TOKEN",
+    "Decline",
+    "Lease",
+    "parse_lease",
+]
 
 LEASE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_TTL_S = 24 * 3600
-#: The HTCondor token (IDTOKEN, a JWS in compact form) a lease may carry for its VM: the
-#: coordinator mints one per VM start (docs/htcondor.md, "Research VMs' tokens").
-MAX_CONDOR_TOKEN = 4096
-CONDOR_TOKEN = re.compile(
-    r"\A[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,2048}\.[A-Za-z0-9_-]{2,1024}\Z"
-)
 
 #: Why an agent declines a lease; the coordinator API documents each.
 DECLINE_REASONS: tuple[str, ...] = (

@@ -7,8 +7,8 @@ the socket (the coordinator's group) gets a narrow, short-lived token and never 
 (docs/htcondor.md, "Research VMs' tokens").
 
 Output: ``<jwt>\\n`` and exit 0. Any error: one line on standard error, exit 1; the key's bytes
-never appear in it. Imports only the standard library, ``cvmc.gridmodel.condor_token`` and
-``cvmc.protocol.leases`` so that it starts fast on every connection.
+never appear in it. Imports only the standard library and ``cvmc.gridmodel.condor_token`` (not
+the ``cvmc.protocol`` package), so that it starts fast on every connection.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from cvmc.gridmodel.condor_token import MAX_KEY_FILE, mint_token
-from cvmc.protocol.leases import CONDOR_TOKEN, MAX_CONDOR_TOKEN
+from cvmc.gridmodel.condor_token import CONDOR_TOKEN, MAX_CONDOR_TOKEN, MAX_KEY_FILE, mint_token
 
 __all__ = ["main"]
 
@@ -93,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         del key_file
     if len(token) > MAX_CONDOR_TOKEN or not CONDOR_TOKEN.match(token):
-        return _fail("token: out of cvmc.protocol.leases' bounds (CONDOR_TOKEN)")
+        return _fail("token: out of the wire's bounds (cvmc.gridmodel.condor_token.CONDOR_TOKEN)")
     try:
         sys.stdout.write(token + "\n")
         sys.stdout.flush()
