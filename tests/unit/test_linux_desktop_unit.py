@@ -7,57 +7,24 @@ Issue 15, finding 4: an agent that dies for any reason leaves no VM running. The
 
 from __future__ import annotations
 
-import functools
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import init_plugin_loader
-from ansible.template import Templar, trust_as_template
+from role_templates import render_role_template, unit_directives
 
 from cvmc.agent.entrypoints.cli import parser
 
-ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles/linux_desktop"
-
-
-@functools.cache
-def _plugins() -> None:
-    init_plugin_loader()
-
-
-def _load(path: Path) -> dict[str, Any]:
-    _plugins()
-    return dict(DataLoader().load_from_file(str(path), trusted_as_template=True) or {})
-
 
 def render_unit() -> str:
-    _plugins()
-    variables = {
-        **_load(ROLE / "defaults/main.yml"),
-        **_load(ROLE / "vars/main.yml"),
-        "inventory_hostname": "lab-pc01",
-        "ansible_managed": "Ansible managed",
-    }
-    templar = Templar(loader=DataLoader(), variables=variables)
-    text = (ROLE / "templates/cvmc-agent.service.j2").read_text()
-    return str(templar.template(trust_as_template(text)))
+    variables = {"inventory_hostname": "lab-pc01", "ansible_managed": "Ansible managed"}
+    return render_role_template("linux_desktop", "cvmc-agent.service.j2", variables)
 
 
 def service_lines(unit: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    section = ""
-    for line in unit.splitlines():
-        if line.startswith("["):
-            section = line.strip("[]")
-        elif "=" in line and not line.startswith("#") and section == "Service":
-            key, _, value = line.partition("=")
-            found.setdefault(key, []).append(value)
-    return found
+    return unit_directives(unit, "Service")
 
 
 def test_the_unit_cleans_up_after_the_agent_with_the_same_binary_and_config() -> None:

@@ -6,7 +6,6 @@ and the service's command is run for real (with a test key in place of the host'
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import shlex
 import shutil
@@ -17,32 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import init_plugin_loader
-from ansible.template import Templar, trust_as_template
+from role_templates import render_role_template, unit_directives
 
 from cvmc.coordinator.entrypoints.vm_token import parser
 
 ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "roles/grid_coordinator"
 BIN = "/opt/cvmc-coordinator/venv/bin/cvmc-vm-token"
 
 
-@functools.cache
-def _plugins() -> None:
-    init_plugin_loader()
-
-
-def _load(path: Path) -> dict[str, Any]:
-    _plugins()
-    return dict(DataLoader().load_from_file(str(path), trusted_as_template=True) or {})
-
-
 def render(template: str, **extra: Any) -> str:
-    _plugins()
     variables = {
-        **_load(ROLE / "defaults/main.yml"),
-        **_load(ROLE / "vars/main.yml"),
         "htcondor_central_manager": "cm.grid.example.org",
         "htcondor_trust_domain": "cm.grid.example.org",
         "grid_coordinator_url": "https://coordinator.grid.example.org",
@@ -52,28 +35,11 @@ def render(template: str, **extra: Any) -> str:
         "ansible_managed": "Ansible managed",
         **extra,
     }
-    templar = Templar(loader=DataLoader(), variables=variables)
-    text = (ROLE / "templates" / template).read_text()
-    # The template action resolves includes from the role's templates/; do the same here.
-    sandbox = (ROLE / "templates/sandbox.j2").read_text()
-    text = text.replace("{% include 'sandbox.j2' %}", sandbox)
-    return str(templar.template(trust_as_template(text)))
-
-
-def directives(unit: str, section: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    current = ""
-    for line in unit.splitlines():
-        if line.startswith("["):
-            current = line.strip("[]")
-        elif "=" in line and not line.startswith("#") and current == section:
-            key, _, value = line.partition("=")
-            found.setdefault(key, []).append(value)
-    return found
+    return render_role_template("grid_coordinator", template, variables, ("sandbox.j2",))
 
 
 def test_the_socket_admits_only_root_and_the_coordinators_group() -> None:
-    socket = directives(render("cvmc-vm-token.socket.j2"), "Socket")
+    socket = unit_directives(render("cvmc-vm-token.socket.j2"), "Socket")
     assert socket["ListenStream"] == ["/run/cvmc-vm-token.sock"]
     assert (socket["SocketUser"], socket["SocketGroup"]) == (["root"], ["cvmc"])
     assert socket["SocketMode"] == ["0660"]
@@ -82,7 +48,7 @@ def test_the_socket_admits_only_root_and_the_coordinators_group() -> None:
 
 
 def test_the_service_runs_unprivileged_without_network_and_with_fixed_arguments() -> None:
-    service = directives(render("cvmc-vm-token@.service.j2"), "Service")
+    service = unit_directives(render("cvmc-vm-token@.service.j2"), "Service")
     assert service["User"] == ["cvmc-vmtoken"]
     assert service["StandardInput"] == ["socket"]
     assert service["StandardOutput"] == ["socket"]
@@ -109,7 +75,7 @@ def test_the_service_runs_unprivileged_without_network_and_with_fixed_arguments(
 
 
 def test_the_services_command_mints_the_narrow_token(tmp_path: Path) -> None:
-    (exec_start,) = directives(render("cvmc-vm-token@.service.j2"), "Service")["ExecStart"]
+    (exec_start,) = unit_directives(render("cvmc-vm-token@.service.j2"), "Service")["ExecStart"]
     argv = shlex.split(exec_start)
     key = tmp_path / "RESEARCH_VM"
     key.write_bytes(b"Zq8Lx2WmPb7Ck4VnRt9Hs3Jd6Fg1Ya5E")
@@ -158,8 +124,8 @@ def test_the_coordinator_config_names_the_socket(enabled: bool, socket: str) -> 
 
 def test_the_coordinators_sandbox_lets_it_reach_the_socket() -> None:
     unit = render("cvmc-coordinator.service.j2", grid_coordinator_ip_address_allow=["localhost"])
-    families = directives(unit, "Service")["RestrictAddressFamilies"]
+    families = unit_directives(unit, "Service")["RestrictAddressFamilies"]
     assert any("AF_UNIX" in line.split() for line in families)
-    service = directives(unit, "Service")
+    service = unit_directives(unit, "Service")
     assert "/run" not in " ".join(service.get("InaccessiblePaths", []))
     assert service["Group"] == ["cvmc"]
