@@ -110,7 +110,7 @@ class Pki:
 
     def args(self) -> list[str]:
         return [
-            "--ca-cert", str(self.root / "ca.crt"), "--ca-key", str(self.root / "ca.key"),
+            "renew", "--ca-cert", str(self.root / "ca.crt"), "--ca-key", str(self.root / "ca.key"),
             "--crl", str(self.root / "crl.pem"), "--days", "180", "--renew-days", "30",
         ]  # fmt: skip
 
