@@ -31,6 +31,12 @@ options:
     description: The inventory's group C(vpn_gateways) (C(grid_plan)).
     type: list
     elements: str
+  coordinators:
+    description: >-
+      The inventory's group C(grid_coordinator) (C(grid_plan)); its first host keeps the VPN
+      PKI when C(grid_vpn_pki_host) is empty.
+    type: list
+    elements: str
   registry:
     description: The desktop registry (C(grid_plan_identities)).
     type: list
@@ -58,8 +64,12 @@ _value:
 
 
 @filter_errors
-def grid_plan(model: Mapping[str, object], vpn_gateways: Sequence[str] = ()) -> plan.Plan:
-    return plan.grid_plan(model, vpn_gateways=vpn_gateways)
+def grid_plan(
+    model: Mapping[str, object],
+    vpn_gateways: Sequence[str] = (),
+    coordinators: Sequence[str] = (),
+) -> plan.Plan:
+    return plan.grid_plan(model, vpn_gateways=vpn_gateways, coordinators=coordinators)
 
 
 @filter_errors

@@ -70,6 +70,18 @@ def test_the_pki_host_is_the_models_when_it_names_one() -> None:
     assert plan.grid_plan(MODEL)["pki"]["host"] == ""
 
 
+def test_without_a_pki_host_the_coordinators_host_keeps_the_ca_not_a_gateway() -> None:
+    # Issue 15 finding 9: the CA key stays off the gateways, which face the research network.
+    got = plan.grid_plan(MODEL, vpn_gateways=["gw1", "gw2"], coordinators=["coord"])
+    assert got["pki"]["host"] == "coord"
+    # Without a coordinator host, the first gateway keeps it (and its own CA key).
+    assert plan.grid_plan(MODEL, vpn_gateways=["gw1", "gw2"])["pki"]["host"] == "gw1"
+    # A host the model names wins over both.
+    named = {**MODEL, "vpn_pki_host": "pki.example.edu"}
+    got = plan.grid_plan(named, vpn_gateways=["gw1"], coordinators=["coord"])
+    assert got["pki"]["host"] == "pki.example.edu"
+
+
 def test_instance_networks_given_as_none_are_derived() -> None:
     instances = [{"name": "rvpn0", "port": 1194, "network": None}]
     got = plan.grid_plan({**MODEL, "vpn_instances": instances})

@@ -101,8 +101,15 @@ class PlannedIdentity(vpn.VpnIdentity):
     key: str
 
 
-def pki_paths(pki_dir: object, pki_host: object, vpn_gateways: Sequence[str]) -> PkiPaths:
-    """The PKI's host and files; the host is ``grid_vpn_pki_host`` or the first VPN gateway."""
+def pki_paths(
+    pki_dir: object,
+    pki_host: object,
+    vpn_gateways: Sequence[str],
+    coordinators: Sequence[str] = (),
+) -> PkiPaths:
+    """The PKI's host and files. The host is ``grid_vpn_pki_host``; when it is empty, the first
+    coordinator host, so that the CA key stays off the gateways, which face the research
+    network; without one, the first VPN gateway."""
     if not isinstance(pki_dir, str) or not _SAFE_PATH.match(pki_dir) or pki_dir == "/":
         raise ValueError(
             f"grid_vpn_pki_dir: {pki_dir!r} is not an absolute directory path of letters, digits "
@@ -114,7 +121,7 @@ def pki_paths(pki_dir: object, pki_host: object, vpn_gateways: Sequence[str]) ->
         raise ValueError(f"grid_vpn_pki_host: {pki_host!r} is not a host name")
     # Empty when the inventory has no VPN gateway (a pool-only inventory); the roles that read
     # the PKI check that it names an inventory host.
-    host = pki_host or (vpn_gateways[0] if vpn_gateways else "")
+    host = pki_host or next(iter([*coordinators, *vpn_gateways]), "")
     base = posixpath.normpath(pki_dir)
 
     def path(key: str) -> str:
@@ -135,11 +142,16 @@ def pki_paths(pki_dir: object, pki_host: object, vpn_gateways: Sequence[str]) ->
     )
 
 
-def grid_plan(model: Mapping[str, object], *, vpn_gateways: Sequence[str] = ()) -> Plan:
+def grid_plan(
+    model: Mapping[str, object],
+    *,
+    vpn_gateways: Sequence[str] = (),
+    coordinators: Sequence[str] = (),
+) -> Plan:
     """Derive the plan from the model (``grid_*`` variables without their prefix).
 
-    Reads the keys in :data:`PLAN_KEYS`; ``vpn_gateways`` is the inventory's group of that
-    name.
+    Reads the keys in :data:`PLAN_KEYS`; ``vpn_gateways`` and ``coordinators`` are the
+    inventory's groups ``vpn_gateways`` and ``grid_coordinator``.
     """
     missing = [key for key in PLAN_KEYS if key not in model]
     if missing:
@@ -169,7 +181,9 @@ def grid_plan(model: Mapping[str, object], *, vpn_gateways: Sequence[str] = ()) 
         classes=classes,
         default_class=default_class,
         vm_classes=vm_classes,
-        pki=pki_paths(model["vpn_pki_dir"], model["vpn_pki_host"], list(vpn_gateways)),
+        pki=pki_paths(
+            model["vpn_pki_dir"], model["vpn_pki_host"], list(vpn_gateways), list(coordinators)
+        ),
     )
 
 
