@@ -15,8 +15,16 @@ request (its web process's CPU time over the phase), and the CPU and memory of t
 that runs the allocation rounds (a child of the server). The client runs on the same machine, so the
 figures are a lower bound for a coordinator with the cores to itself. Asserts nothing.
 
+Every answer other than 200 is counted by kind: its status and the ``error`` code of its JSON
+body (``503 unavailable``, ``429 rate_limited``...); a request that got no answer is counted by
+the exception's type (``ConnectionResetError``...), and its connection is opened again. With
+``--server-log PREFIX`` the server's own log (its stderr, the rounds process's too) is kept in
+``PREFIX.<backend>.log``; without it, it is read after the run and its WARNING and ERROR lines
+are counted and the first of each kind shown (the log tells why an answer failed).
+
 Usage: python bench/coordinator_load.py [--desktops 20000] [--seconds 20]
        [--backend sqlite|postgresql|both] [--postgres-url URL] [--connections 32]
+       [--server-log PREFIX]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import hmac
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -37,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -219,57 +229,90 @@ async def read_reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
+def failure_kind(status: int, body: bytes) -> str:
+    """``503 unavailable``: the status and the ``error`` code of the JSON body (``503 -`` if
+    the body has none)."""
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        code = None
+    return f"{status} {code if isinstance(code, str) else '-'}"
+
+
+def kinds(counts: Counter[str]) -> str:
+    return ", ".join(f"{kind} x{n}" for kind, n in counts.most_common()) or "none"
+
+
+async def feed(
+    queue: asyncio.Queue[Desk], order: list[Desk], end: float, connections: int, rate: float | None
+) -> None:
+    """Queue desktops in ``order`` (round and round) until ``end``: at ``rate`` per second, or
+    (None) keeping two per connection queued."""
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() < end:
+        if rate is None:
+            if queue.qsize() < connections * 2:
+                queue.put_nowait(order[i % len(order)])
+                i += 1
+            else:
+                await asyncio.sleep(0.001)
+            continue
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(order[i % len(order)])
+        i += 1
+
+
 async def drive(
     port: int, desks: list[Desk], seconds: float, connections: int, rate: float | None
-) -> tuple[list[float], int]:
-    """Heartbeats for ``seconds``; at ``rate`` requests/s, or as fast as possible if None."""
+) -> tuple[list[float], Counter[str], Counter[str]]:
+    """Heartbeats for ``seconds``; at ``rate`` requests/s, or as fast as possible if None.
+    Returns the latencies of answered requests, the failed answers by kind (status and error
+    code) and the requests that got no answer by exception type."""
     queue: asyncio.Queue[Desk] = asyncio.Queue()
     latencies: list[float] = []
-    errors = 0
+    failures: Counter[str] = Counter()
+    broken: Counter[str] = Counter()
     end = time.perf_counter() + seconds
     order = list(desks)
     random.Random(2).shuffle(order)  # noqa: S311 - a load pattern, not a secret
 
-    async def feeder() -> None:
-        start = time.perf_counter()
-        i = 0
-        while time.perf_counter() < end:
-            if rate is None:
-                if queue.qsize() < connections * 2:
-                    queue.put_nowait(order[i % len(order)])
-                    i += 1
-                else:
-                    await asyncio.sleep(0.001)
-                continue
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            queue.put_nowait(order[i % len(order)])
-            i += 1
-
     async def worker() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer: asyncio.StreamWriter | None = None
         try:
             while time.perf_counter() < end:
                 try:
                     desk = await asyncio.wait_for(queue.get(), timeout=0.2)
                 except TimeoutError:
                     continue
-                sent = time.perf_counter()
-                writer.write(desk.request(f"127.0.0.1:{port}"))
-                status, body = await read_reply(reader)
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    sent = time.perf_counter()
+                    writer.write(desk.request(f"127.0.0.1:{port}"))
+                    status, body = await read_reply(reader)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                    broken[type(exc).__name__] += 1
+                    if writer is not None:
+                        writer.close()
+                    writer = None  # a new connection for the next request
+                    continue
                 latencies.append(time.perf_counter() - sent)
                 if status == 200:
                     desk.leases = json.loads(body)["leases"]
                 else:
-                    errors += 1
+                    failures[failure_kind(status, body)] += 1
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
-    await asyncio.gather(feeder(), *(worker() for _ in range(connections)))
-    return latencies, errors
+    await asyncio.gather(
+        feed(queue, order, end, connections, rate), *(worker() for _ in range(connections))
+    )
+    return latencies, failures, broken
 
 
 def pct(values: list[float], q: float) -> float:
@@ -299,7 +342,7 @@ def phase(
 ) -> None:
     rng = random.Random(3)  # noqa: S311 - a load pattern, not a secret
 
-    async def run() -> tuple[list[float], int]:
+    async def run() -> tuple[list[float], Counter[str], Counter[str]]:
         async def churn() -> None:
             while True:
                 await asyncio.sleep(5)
@@ -317,7 +360,7 @@ def phase(
     pg0 = postgres_cpu()
     client0 = sum(psutil.Process().cpu_times()[:2])
     wall0 = time.perf_counter()
-    latencies, errors = asyncio.run(run())
+    latencies, failures, broken = asyncio.run(run())
     wall = time.perf_counter() - wall0
     cpu = sum(proc.cpu_times()[:2]) - cpu0
     kids = sum(sum(child.cpu_times()[:2]) for child in children) - kids0
@@ -329,11 +372,29 @@ def phase(
     print(
         f"  {name:<11} {n / wall:8.0f} req/s  p50 {pct(latencies, 0.5):6.1f} ms  "
         f"p99 {pct(latencies, 0.99):7.1f} ms  server CPU {cpu / max(n, 1) * 1000:5.2f} ms/req "
-        f"({cpu / wall * 100:4.0f}% of a core)  errors {errors}\n"
+        f"({cpu / wall * 100:4.0f}% of a core)  errors {failures.total() + broken.total()}\n"
         f"  {'':<11} rounds process {kids / wall * 100:4.0f}% of a core; "
         f"PostgreSQL {pg / wall * 100:4.0f}%; load client {client / wall * 100:4.0f}%; "
-        f"RSS: server {rss:.0f} MiB, rounds process {kids_rss:.0f} MiB"
+        f"RSS: server {rss:.0f} MiB, rounds process {kids_rss:.0f} MiB\n"
+        f"  {'':<11} failed answers: {kinds(failures)}; no answer: {kinds(broken)}"
     )
+
+
+#: A traceback's last line: ``psycopg.errors.DeadlockDetected: deadlock detected``.
+_EXCEPTION_LINE = re.compile(r"\A[A-Za-z_][\w.]*(Error|Exception|Exit|Detected|Failure)\b")
+
+
+def log_summary(log: Path) -> list[str]:
+    """The server log's WARNING, ERROR and CRITICAL lines and tracebacks' exception lines:
+    each kind (its first 60 characters) counted, with its first line (cut at 300 characters)."""
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(("WARNING", "ERROR", "CRITICAL")) or _EXCEPTION_LINE.match(line):
+            kind = line[:60]
+            counts[kind] += 1
+            first.setdefault(kind, line[:300])
+    return [f"{n} x {first[kind]}" for kind, n in counts.most_common()]
 
 
 def bench(backend: str, url: str, args: argparse.Namespace) -> None:
@@ -347,6 +408,8 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         config, creds = setup(work, url, args.desktops, port)
         print(f"{backend}: {args.desktops} desktops enrolled in {time.perf_counter() - t0:.1f} s")
+        log = Path(f"{args.server_log}.{backend}.log") if args.server_log else work / "server.log"
+        log_file = stack.enter_context(log.open("wb"))
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -356,7 +419,8 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
                 str(config),
                 "serve",
             ],
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
         )
         try:
             for _ in range(300):
@@ -385,6 +449,11 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
+        lines = log_summary(log)
+        where = f" ({log})" if args.server_log else ""
+        print(f"  server log{where}: {len(lines)} kinds of WARNING/ERROR lines")
+        for line in lines:
+            print(f"    {line}")
 
 
 def main() -> None:
@@ -396,6 +465,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument(
         "--postgres-url", default=os.environ.get("CVMC_TEST_POSTGRES_URL", DEFAULT_PG)
+    )
+    parser.add_argument(
+        "--server-log",
+        metavar="PREFIX",
+        help="keep the server's log in PREFIX.<backend>.log (default: a temporary file)",
     )
     args = parser.parse_args()
     print(
