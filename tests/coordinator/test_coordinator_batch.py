@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +31,7 @@ from coordinator.coord_support import (
     signed_headers,
     write_setup,
 )
-from sqlalchemy import select
+from sqlalchemy import Engine, delete, select, text
 
 from cvmc.coordinator.adapters.schema import declines, desktops, leases
 from cvmc.coordinator.adapters.web import create_app
@@ -223,3 +225,70 @@ def _rows(coordinator: Coordinator, query: Any) -> list[tuple[Any, ...]]:
     engine = coordinator.store.engine  # type: ignore[attr-defined]
     with engine.connect() as conn:
         return sorted(tuple(row) for row in conn.execute(query))
+
+
+@postgresql_only
+def test_a_batch_outlives_a_deadlock_with_the_rounds(coordinator: Coordinator) -> None:
+    """The batch's lease changes and a round's lease deletions lock rows in no common order, so
+    PostgreSQL can find them in a deadlock and abort one (``deadlock detected``). When that was
+    the batch, every heartbeat in it answered 503 ``unavailable``. Made here in a fixed order:
+    the round's transaction holds b's lease while the batch, which changes a's lease and then
+    b's, waits for it; then the round asks for a's lease. The batch waited first, so PostgreSQL
+    aborts it; tried again, after the round commits, it goes through."""
+    a = enrol(coordinator, "desk00")
+    b = enrol(coordinator, "desk08")  # another department: one lease each, fairly
+    for desk in (a, b):
+        coordinator.heartbeat(*_signed(desk, 1, heartbeat()))
+    set_demand(coordinator, (BOINC, 1), (BOINC, 1))
+    coordinator.allocation_round()
+    held = dict(_rows(coordinator, select(leases.c.desktop_id, leases.c.id)))
+    assert set(held) == {a[0], b[0]}
+    batch = [  # both offered leases run now: each is a lease state change
+        item(coordinator, *a, 2, slots_running([held[a[0]]])),
+        item(coordinator, *b, 2, slots_running([held[b[0]]])),
+    ]
+    engine = coordinator.store.engine  # type: ignore[attr-defined]
+    holding, round_done = threading.Event(), threading.Event()
+    round_error: list[BaseException] = []
+
+    def a_round() -> None:  # a round that revokes both leases, b's first
+        try:
+            with engine.begin() as conn:
+                conn.execute(delete(leases).where(leases.c.id == held[b[0]]))
+                holding.set()
+                _wait_for_lock(engine)  # the batch has a's lease and waits for b's
+                conn.execute(delete(leases).where(leases.c.id == held[a[0]]))
+        except BaseException as exc:
+            round_error.append(exc)
+        finally:
+            holding.set()
+            round_done.set()
+
+    rounds = threading.Thread(target=a_round)
+    rounds.start()
+    assert holding.wait(10)
+    try:
+        results = coordinator.store.heartbeats(batch, coordinator.clock(), 600.0)
+    finally:
+        rounds.join(30)
+    assert round_done.is_set()
+    assert round_error == []  # the round won: PostgreSQL aborted the batch, which waited first
+    assert all(isinstance(result, list) for result in results)
+    # The round's deletions stand; both heartbeats were accepted.
+    assert _rows(coordinator, select(leases.c.id)) == []
+    seqs = dict(_rows(coordinator, select(desktops.c.id, desktops.c.last_seq)))
+    assert (seqs[a[0]], seqs[b[0]]) == (2, 2)
+
+
+def _wait_for_lock(engine: Engine, timeout: float = 10.0) -> None:
+    """Until another session of this database waits for a row lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while conn.execute(query).scalar() == 0:
+            if time.monotonic() > deadline:
+                raise AssertionError("nothing waited for a lock")
+            time.sleep(0.01)

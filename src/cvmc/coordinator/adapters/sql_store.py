@@ -10,12 +10,19 @@ batches (``heartbeats``), and a single heartbeat is a batch of one.
 A heartbeat whose values the database refuses (``UnstorableError``; the schema check stops
 them first) fails alone: a PostgreSQL batch that fails with a data error is split in halves and
 sent again until the refused heartbeat is found, so no other desktop's heartbeat fails with it.
+
+A batch's lease changes (one transaction) and an allocation round's lease deletions lock lease
+rows in no common order, so PostgreSQL can find the two in a deadlock and abort one of them.
+When it aborts the batch's, that transaction is tried again (``_ATTEMPTS`` in all): it was
+rolled back whole, and its writes mean the same the second time (a lease's new state, a lease
+gone, a decline's backoff). Before, every heartbeat of the batch answered 503 ``unavailable``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -37,7 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from cvmc.coordinator.adapters.schema import (
     declines,
@@ -64,6 +71,14 @@ from cvmc.coordinator.ports import (
 from cvmc.gridmodel.addressing import desktop_id as canonical
 
 __all__ = ["SqlStore"]
+
+log = logging.getLogger("cvmc.coordinator.store")
+
+#: How often a batch's lease changes are sent when PostgreSQL aborts them for a deadlock or a
+#: serialization failure (the module's docstring), the first time included.
+_ATTEMPTS = 3
+#: What PostgreSQL aborts a transaction with that may simply be tried again.
+_TRANSIENT = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 #: The heartbeat's row update, built once (no per-request statement building or cache keys).
 _STATE_COLUMNS = (
@@ -401,10 +416,31 @@ class SqlStore(Store):
                 for index in refused:
                     results[index] = self._refusal(conn, items[index].desktop_id)
         if plans:
-            with self._write() as conn:
-                for desktop_id, plan in plans:
-                    self._apply_plan(conn, desktop_id, plan, now, backoff_s)
+            self._apply_plans(plans, now, backoff_s)
         return results
+
+    def _apply_plans(
+        self, plans: Sequence[tuple[str, _Plan]], now: float, backoff_s: float
+    ) -> None:
+        """PostgreSQL: a batch's lease changes in one transaction, tried again when PostgreSQL
+        aborts it for a deadlock (the module's docstring), ``_ATTEMPTS`` times in all."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._write() as conn:
+                    for desktop_id, plan in plans:
+                        self._apply_plan(conn, desktop_id, plan, now, backoff_s)
+                return
+            except DBAPIError as exc:
+                if attempt == _ATTEMPTS or not isinstance(exc.orig, _TRANSIENT):
+                    raise
+                log.warning(
+                    "heartbeats: the lease changes of %d desktops were aborted (%s); "
+                    "trying again (%d of %d)",
+                    len(plans),
+                    type(exc.orig).__name__,
+                    attempt + 1,
+                    _ATTEMPTS,
+                )
 
     def _accept_isolated(
         self, items: Sequence[HeartbeatItem], now: float
