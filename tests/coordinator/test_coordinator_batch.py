@@ -289,6 +289,7 @@ def _wait_for_lock(engine: Engine, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
         while conn.execute(query).scalar() == 0:
+            conn.rollback()  # pg_stat_activity is read once per transaction: a new one each time
             if time.monotonic() > deadline:
                 raise AssertionError("nothing waited for a lock")
             time.sleep(0.01)
