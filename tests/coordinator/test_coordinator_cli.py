@@ -149,10 +149,18 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     coordinator = make_coordinator(setup, Clock())
     coordinator.enrol(enrol_body("desk03"))
     coordinator.store.close()
+    # A name no desktop enrolled under (a typo) exits 3 and names it; the known one is revoked.
     result = run("--config", str(config), "revoke-desktop", "desk03", "ghost")
-    assert json.loads(result.stdout) == {"revoked": ["desk03"], "unchanged": ["ghost"]}
+    assert result.returncode == 3
+    assert json.loads(result.stdout) == {
+        "revoked": ["desk03"],
+        "unchanged": [],
+        "unknown": ["ghost"],
+    }
+    assert "no desktop ever enrolled as ghost" in result.stderr
     result = run("--config", str(config), "revoke-desktop", "desk03")
-    assert json.loads(result.stdout) == {"revoked": [], "unchanged": ["desk03"]}
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"revoked": [], "unchanged": ["desk03"], "unknown": []}
     # Backup: a consistent copy, written via a temp file.
     output = tmp_path / "backup.db"
     result = run("--config", str(config), "backup", "--output", str(output))

@@ -166,9 +166,10 @@ class Store(ABC):
         """Accept ``seq`` for a request that changes nothing else (GET)."""
 
     @abstractmethod
-    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]:
-        """Revoke enrolled desktops: (revoked, unchanged). The revocation is kept in a list
-        that re-enrolment never clears; only ``unrevoke`` takes a name off it."""
+    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str], list[str]]:
+        """Revoke enrolled desktops: (revoked, already revoked, unknown: no desktop of that
+        name ever enrolled). The revocation is kept in a list that re-enrolment never clears;
+        only ``unrevoke`` takes a name off it."""
 
     @abstractmethod
     def unrevoke(self, names: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -503,23 +503,25 @@ class SqlStore(Store):
 
     # -- revocation -----------------------------------------------------------------------
 
-    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str]]:
+    def revoke(self, names: Sequence[str], now: float) -> tuple[list[str], list[str], list[str]]:
         revoked: list[str] = []
-        unchanged: list[str] = []
+        already: list[str] = []
+        unknown: list[str] = []
         with self._write() as conn:
             for name in names:
                 try:
                     key = canonical(name)
                 except ValueError:
-                    unchanged.append(name)
+                    unknown.append(name)
                     continue
                 row = conn.execute(
-                    select(desktops.c.id).where(
-                        desktops.c.name == key, desktops.c.revoked_at.is_(None)
-                    )
+                    select(desktops.c.id, desktops.c.revoked_at).where(desktops.c.name == key)
                 ).first()
                 if row is None:
-                    unchanged.append(name)
+                    unknown.append(name)
+                    continue
+                if row.revoked_at is not None:
+                    already.append(name)
                     continue
                 conn.execute(update(desktops).where(desktops.c.id == row.id).values(revoked_at=now))
                 conn.execute(delete(leases).where(leases.c.desktop_id == row.id))
@@ -529,7 +531,7 @@ class SqlStore(Store):
                 if listed is None:
                     conn.execute(insert(revocations).values(desktop=key, revoked_at=now))
                 revoked.append(name)
-        return revoked, unchanged
+        return revoked, already, unknown
 
     def unrevoke(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
         unrevoked: list[str] = []

@@ -1,7 +1,8 @@
 """``cvmc-coordinator``: check the config, migrate the database, serve, revoke, unrevoke, back up.
 
 Every subcommand takes ``--config PATH`` (default /etc/cvmc-coordinator/coordinator.toml).
-Exit codes: 0 done, 1 failed (the database or a file could not be used), 2 bad config or usage.
+Exit codes: 0 done, 1 failed (the database or a file could not be used), 2 bad config or usage,
+3 ``revoke-desktop`` was given a name no desktop ever enrolled under (the others were revoked).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from cvmc import __version__
 from cvmc.coordinator.domain.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -24,7 +26,18 @@ from cvmc.coordinator.domain.config import (
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["main"]
+__all__ = ["EXIT_UNKNOWN_DESKTOP", "main"]
+
+#: ``revoke-desktop``'s exit status when a name is no enrolled desktop's (a typo, or a desktop
+#: whose agent never ran); the known names are revoked all the same.
+EXIT_UNKNOWN_DESKTOP = 3
+#: ``--help``'s description: plain text, as a terminal shows it.
+DESCRIPTION = (
+    "The desktop grid's coordinator: check its config, migrate its database, serve the API, "
+    "revoke or unrevoke desktops, back up the database. Exit codes: 0 done, 1 failed (the "
+    "database or a file could not be used), 2 bad config or usage, 3 revoke-desktop was "
+    "given a name no desktop ever enrolled under (the others were revoked)."
+)
 
 log = logging.getLogger("cvmc.coordinator")
 
@@ -39,7 +52,8 @@ def _load(path: str) -> Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cvmc-coordinator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cvmc-coordinator", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"cvmc-coordinator {__version__}")
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="the TOML config file")
     sub = parser.add_subparsers(dest="command", required=True)
     # --config is accepted after the subcommand too (cvmc-coordinator check-config --config F).
@@ -53,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", parents=[common], help="create or upgrade the schema (idempotent)")
     sub.add_parser("serve", parents=[common], help="run the service on listen_host:listen_port")
     revoke = sub.add_parser(
-        "revoke-desktop", parents=[common], help="revoke desktops by name (idempotent)"
+        "revoke-desktop",
+        parents=[common],
+        help="revoke desktops by name (idempotent); exit 3 if a name never enrolled",
     )
     revoke.add_argument("names", nargs="+", metavar="NAME")
     unrevoke = sub.add_parser(
@@ -110,8 +126,15 @@ def _run(args: argparse.Namespace, config: Config, engine: Engine) -> int:
     elif args.command == "revoke-desktop":
         from cvmc.coordinator.adapters.sql_store import SqlStore  # noqa: PLC0415
 
-        revoked, unchanged = SqlStore(engine).revoke(args.names, time.time())
-        print(json.dumps({"revoked": revoked, "unchanged": unchanged}))
+        revoked, already, unknown = SqlStore(engine).revoke(args.names, time.time())
+        print(json.dumps({"revoked": revoked, "unchanged": already, "unknown": unknown}))
+        if unknown:
+            print(
+                f"cvmc-coordinator revoke-desktop: no desktop ever enrolled as "
+                f"{', '.join(unknown)}; check the names (the others were revoked)",
+                file=sys.stderr,
+            )
+            return EXIT_UNKNOWN_DESKTOP
     elif args.command == "unrevoke-desktop":
         from cvmc.coordinator.adapters.sql_store import SqlStore  # noqa: PLC0415
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
+from cvmc import __version__
 from cvmc.gridmodel.condor_token import CONDOR_TOKEN, MAX_CONDOR_TOKEN, MAX_KEY_FILE, mint_token
 
 __all__ = ["main"]
@@ -40,6 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     """The program's argument parser (also used by tests to check the unit's command)."""
     p = _Parser(prog=PROG, description="Write one research-VM HTCondor token to stdout.")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("--key-file", required=True, help="the signing key file (HTCondor format)")
     p.add_argument("--key-id", required=True, help="the key's name (the token's kid)")
     p.add_argument("--identity", required=True, help="the token's subject, user@domain")
