@@ -13,8 +13,9 @@
     cvmc images gc            evict to the budget
     cvmc image sign           (admins) sign an image: manifest + minisign signatures
 
-Every command takes ``--config`` (default: $CVMC_CONFIG or /etc/cvmc/agent.json). Exit codes:
-0 fine, 1 a check or verification failed, 2 bad configuration or usage.
+Every command takes ``--config`` (default: $CVMC_CONFIG or /etc/cvmc/agent.json) and
+``--log-format`` (``auto``: plain lines on a terminal, JSON otherwise). Exit codes: 0 fine,
+1 a check or verification failed, 2 bad configuration or usage.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from cvmc.agent.adapters.process import run_command
 from cvmc.agent.adapters.qemu import probe_accel, probe_kvm
 from cvmc.agent.domain.config import ConfigError
 from cvmc.agent.domain.engine import evaluate
-from cvmc.agent.logs import log_event, setup_logging
+from cvmc.agent.entrypoints.progress import Progress
+from cvmc.agent.logs import LOG_FORMATS, log_event, setup_logging
 from cvmc.agent.ports import HypervisorError, ImageError
 from cvmc.agent.service.agent import remove_leftovers
 from cvmc.gridmodel.classad import validate_vm_name
@@ -53,7 +55,7 @@ def _config_path(args: argparse.Namespace) -> str:
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     config = compose.load_config(_config_path(args))
-    setup_logging(path=config.agent.log_file)
+    setup_logging(path=config.agent.log_file, fmt=args.log_format)
     components = compose.build(config)
     agent = components.agent(args.desktop)
     stop = threading.Event()
@@ -83,7 +85,7 @@ def cmd_agent_cleanup(args: argparse.Namespace) -> int:
     that died left behind). Idempotent: exit 0 when nothing is left, 1 when a VM could not be
     removed. The Linux unit runs it as ``ExecStopPost=``; the agent itself runs it at start."""
     config = compose.load_config(_config_path(args))
-    setup_logging(path=config.agent.log_file)
+    setup_logging(path=config.agent.log_file, fmt=args.log_format)
     components = compose.build(config)
     removed = remove_leftovers(components.hypervisor, components.seeds())
     left = components.hypervisor.list_vms()
@@ -277,7 +279,8 @@ def cmd_image_sign(args: argparse.Namespace) -> int:
         key = minisign.SecretKey.load(key_text)
     digest = hashlib.sha256()
     size = 0
-    for chunk in minisign.file_chunks(args.image):
+    total = os.path.getsize(args.image)
+    for chunk in Progress("hashing", total).chunks(minisign.file_chunks(args.image)):
         digest.update(chunk)
         size += len(chunk)
     file_name = os.path.basename(args.image)
@@ -304,7 +307,8 @@ def cmd_image_sign(args: argparse.Namespace) -> int:
     with open(manifest_path + ".minisig", "w", encoding="utf-8") as fh:
         fh.write(minisign.sign(key, manifest, trusted_comment=comment))
     with open(os.path.join(out, f"{file_name}.minisig"), "w", encoding="utf-8") as fh:
-        fh.write(minisign.sign(key, minisign.file_chunks(args.image), file_name=file_name))
+        chunks = Progress("signing", total).chunks(minisign.file_chunks(args.image))
+        fh.write(minisign.sign(key, chunks, file_name=file_name))
     print(
         f"signed {file_name} ({size} bytes, sha256 {digest.hexdigest()}) with key "
         f"{key.public.key_id_hex}:\n  {manifest_path}\n  {manifest_path}.minisig\n"
@@ -318,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"cvmc {__version__}")
     top.add_argument(
         "--config", help=f"agent config (JSON); default $CVMC_CONFIG or {compose.DEFAULT_CONFIG}"
+    )
+    top.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="standard error's log lines: auto (plain on a terminal, JSON otherwise), json, text",
     )
     sub = top.add_subparsers(dest="command", required=True)
     agent = sub.add_parser("agent", help="the agent service")
@@ -359,6 +369,9 @@ def parser() -> argparse.ArgumentParser:
     sign.set_defaults(func=cmd_image_sign)
     for p in (run, cleanup, status, check, config_check, kvm, images, sign):
         p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument(
+            "--log-format", choices=LOG_FORMATS, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return top
 
 
@@ -367,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: Any = args.func(args)
     except (ConfigError, ValueError, minisign.SignatureError) as exc:
-        setup_logging()
+        setup_logging(fmt=args.log_format)
         log_event(
             LOG,
             logging.ERROR,
@@ -376,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except OSError as exc:
-        setup_logging()
+        setup_logging(fmt=args.log_format)
         log_event(LOG, logging.ERROR, "io.error", str(exc))
         return 2
     return int(result)
