@@ -10,6 +10,7 @@ import stat
 from cvmc.coordinator.adapters.catalogue_dir import DirectoryCatalogue
 from cvmc.coordinator.adapters.condor_demand import JobAdsFileDemand, ScheddDemand
 from cvmc.coordinator.adapters.database import make_engine, schema_is_current
+from cvmc.coordinator.adapters.pg_leader import PgLeaderLock, idle_timeout_s, lock_engine
 from cvmc.coordinator.adapters.sql_store import SqlStore
 from cvmc.coordinator.adapters.vm_tokens import SocketVmTokens
 from cvmc.coordinator.domain.config import Config, ConfigError
@@ -80,15 +81,23 @@ def build(config: Config) -> Coordinator:
         raise ConfigError(
             "database.url", "the schema is not at the current revision; run `migrate` first"
         )
-    lazy = (
+    sqlite = engine.url.get_backend_name() == "sqlite"
+    lazy = None if sqlite else make_engine(config.database, lazy_commit=True)
+    # PostgreSQL: one process of all that share the database runs the rounds (the leader lock).
+    leader = (
         None
-        if engine.url.get_backend_name() == "sqlite"
-        else make_engine(config.database, lazy_commit=True)
+        if sqlite
+        else PgLeaderLock(
+            lock_engine(
+                config.database,
+                idle_timeout_s(config.leases.allocate_s, config.leases.leader_retry_s),
+            )
+        )
     )
     return Coordinator(
         config=config,
         grid=grid,
-        store=SqlStore(engine, lazy),
+        store=SqlStore(engine, lazy, leader),
         demand_source=demand_source(config, grid),
         catalogue=DirectoryCatalogue(config.images.dir, config.images.base_url),
         enrol_key=key,
