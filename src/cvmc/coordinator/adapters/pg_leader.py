@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -92,7 +94,8 @@ def lock_engine(database: DatabaseConfig, idle_timeout: float) -> Engine:
             ("idle_session_timeout", ms),
             ("idle_in_transaction_session_timeout", ms),
             ("synchronous_commit", "on"),
-            ("application_name", "cvmc-coordinator-rounds"),
+            # Which process leads: pg_stat_activity, joined with pg_locks (docs/coordinator.md).
+            ("application_name", f"cvmc-rounds:{socket.gethostname()[:40]}:{os.getpid()}"),
         )
     )
     return create_engine(
