@@ -182,6 +182,7 @@ class Coordinator:
         #: Whether this process runs the allocation rounds (the store's leader lock; always,
         #: on SQLite). The web process learns it from its rounds process's reports.
         self.leader = False
+        self._counts_at = float("-inf")
         self._round_lock = threading.Lock()
         self._enrol_schema = _validator(ENROL_REQUEST_SCHEMA)
         self._heartbeat_schema = _validator(HEARTBEAT_SCHEMA)
@@ -442,10 +443,15 @@ class Coordinator:
                 return None
 
     def _follow(self, now: float, why: str = "another process holds the leader lock") -> None:
+        """Not leading: the dashboard's counts, read from the database once per round's time
+        (a follower tries to lead more often than that)."""
         if self.leader:
             log.warning("this process stopped running the allocation rounds: %s", why)
+            self._counts_at = float("-inf")
         self.leader = False
-        self.counts = self.store.counts(now, self.config.leases.offline_after_s)
+        if now - self._counts_at >= self.config.leases.allocate_s:
+            self.counts = self.store.counts(now, self.config.leases.offline_after_s)
+            self._counts_at = now
 
     def _lead(self, now: float) -> Allocation:
         started = time.perf_counter()
