@@ -327,3 +327,47 @@ def test_serve_with_several_workers_on_sqlite_is_refused(tmp_path: Path) -> None
     )
     assert done.returncode == 2
     assert done.stderr.startswith("cvmc-coordinator: --workers: 2 processes need a PostgreSQL")
+
+
+def test_serve_starts_a_dead_worker_again_and_stops_all_on_sigterm(tmp_path: Path, pg: str) -> None:
+    setup = write_setup(tmp_path, pg)
+    toml = (
+        '[server]\nlisten_port = @PORT@\npublic_url = "https://coordinator"\n'
+        f'[database]\nurl = "{pg}"\n'
+        f'[enrolment]\nkey_file = "{setup.enrolment.key_file}"\n'
+        f'[images]\ndir = "{setup.images.dir}"\n'
+        f'[demand]\nsource = "job_ads_file"\njob_ads_file = "{setup.demand.job_ads_file}"\n'
+        f'[grid]\nmodel_file = "{setup.grid.model_file}"\n'
+    )
+    (tmp_path / "m.toml").write_text(toml.replace("@PORT@", "1"))
+    cli = [sys.executable, "-m", "cvmc.coordinator.entrypoints.cli", "--config"]
+    subprocess.run([*cli, str(tmp_path / "m.toml"), "migrate"], check=True, timeout=120)
+
+    def workers(serve: psutil.Process) -> list[int]:
+        found = []
+        for child in serve.children():
+            with contextlib.suppress(psutil.Error):  # a killed worker not yet reaped
+                if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
+                    child.cmdline()
+                ):
+                    found.append(child.pid)
+        return found
+
+    with instance(tmp_path, "w", toml, workers=2) as (proc, url):
+        serve = psutil.Process(proc.pid)
+        wait_for("two workers", lambda: len(workers(serve)) == 2)
+        first = workers(serve)
+        family = [p for pid in first for p in psutil.Process(pid).children(recursive=True)]
+        time.sleep(11)  # past the start-up window: a worker that dies then is started again
+        psutil.Process(first[0]).kill()
+        wait_for(
+            "a new worker",
+            lambda: len(workers(serve)) == 2 and first[0] not in workers(serve),
+        )
+        wait_for("answers", lambda: httpx.get(url + "/healthz", timeout=2).status_code == 200)
+        everyone = [serve, *(psutil.Process(pid) for pid in workers(serve))]
+        everyone += [p for w in everyone[1:] for p in w.children(recursive=True)]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        _gone, alive = psutil.wait_procs([*everyone, *family], timeout=15)
+        assert alive == [], [p.pid for p in alive]
