@@ -22,9 +22,13 @@ the exception's type (``ConnectionResetError``...), and its connection is opened
 ``PREFIX.<backend>.log``; without it, it is read after the run and its WARNING and ERROR lines
 are counted and the first of each kind shown (the log tells why an answer failed).
 
+With ``--pg-workers N`` the PostgreSQL server runs ``serve --workers N``: N web processes on
+one port (``SO_REUSEPORT``), each with a rounds process, one of which leads; "server CPU" is
+then the web processes' together, and "rounds process" the rounds processes' together.
+
 Usage: python bench/coordinator_load.py [--desktops 20000] [--seconds 20]
        [--backend sqlite|postgresql|both] [--postgres-url URL] [--connections 32]
-       [--server-log PREFIX]
+       [--pg-workers N] [--server-log PREFIX]
 """
 
 from __future__ import annotations
@@ -330,10 +334,29 @@ def postgres_cpu() -> float:
     return total
 
 
+def real(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Leaves out multiprocessing's resource tracker."""
+    return [p for p in processes if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def server_processes(
+    proc: psutil.Process, workers: int
+) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """(web processes, rounds processes) of ``serve``: itself and its child, or with
+    ``--workers`` its workers and theirs."""
+    web = [proc] if workers == 1 else real(proc.children())
+    return web, [child for p in web for child in real(p.children())]
+
+
+def cpu_of(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 def phase(
     *,
     name: str,
     proc: psutil.Process,
+    workers: int,
     port: int,
     desks: list[Desk],
     args: argparse.Namespace,
@@ -354,19 +377,19 @@ def phase(
         finally:
             task.cancel()
 
-    children = proc.children(recursive=True)  # the allocation rounds' process (spawned)
-    cpu0 = sum(proc.cpu_times()[:2])
-    kids0 = sum(sum(child.cpu_times()[:2]) for child in children)
+    web, children = server_processes(proc, workers)  # children: the rounds processes
+    cpu0 = cpu_of(web)
+    kids0 = cpu_of(children)
     pg0 = postgres_cpu()
     client0 = sum(psutil.Process().cpu_times()[:2])
     wall0 = time.perf_counter()
     latencies, failures, broken = asyncio.run(run())
     wall = time.perf_counter() - wall0
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
-    kids = sum(sum(child.cpu_times()[:2]) for child in children) - kids0
+    cpu = cpu_of(web) - cpu0
+    kids = cpu_of(children) - kids0
     pg = postgres_cpu() - pg0
     client = sum(psutil.Process().cpu_times()[:2]) - client0
-    rss = proc.memory_info().rss / 2**20
+    rss = sum(p.memory_info().rss for p in web) / 2**20
     kids_rss = sum(child.memory_info().rss for child in children) / 2**20
     n = len(latencies)
     print(
@@ -376,7 +399,8 @@ def phase(
         f"  {'':<11} rounds process {kids / wall * 100:4.0f}% of a core; "
         f"PostgreSQL {pg / wall * 100:4.0f}%; load client {client / wall * 100:4.0f}%; "
         f"RSS: server {rss:.0f} MiB, rounds process {kids_rss:.0f} MiB\n"
-        f"  {'':<11} failed answers: {kinds(failures)}; no answer: {kinds(broken)}"
+        f"  {'':<11} failed answers: {kinds(failures)}; no answer: {kinds(broken)}; "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 
@@ -405,9 +429,13 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
         else:  # a database of this run's own: another run or a test session may be on the server
             url = stack.enter_context(scratch_database(url))
         port = free_port()
+        workers = args.pg_workers if backend == "postgresql" else 1
         t0 = time.perf_counter()
         config, creds = setup(work, url, args.desktops, port)
-        print(f"{backend}: {args.desktops} desktops enrolled in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"{backend}: {args.desktops} desktops enrolled in {time.perf_counter() - t0:.1f} s; "
+            f"serve --workers {workers}"
+        )
         log = Path(f"{args.server_log}.{backend}.log") if args.server_log else work / "server.log"
         log_file = stack.enter_context(log.open("wb"))
         server = subprocess.Popen(
@@ -418,6 +446,8 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
                 "--config",
                 str(config),
                 "serve",
+                "--workers",
+                str(workers),
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -430,8 +460,9 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
                 except OSError:
                     time.sleep(0.1)
             proc = psutil.Process(server.pid)
-            for _ in range(100):  # the rounds process is spawned at start
-                if proc.children():
+            for _ in range(300):  # the workers and their rounds processes are spawned at start
+                web, rounds = server_processes(proc, workers)
+                if len(web) == workers and len(rounds) == workers:
                     break
                 time.sleep(0.1)
             desks = [Desk(d, c) for d, c in creds]
@@ -440,6 +471,7 @@ def bench(backend: str, url: str, args: argparse.Namespace) -> None:
                 phase(
                     name=name,
                     proc=proc,
+                    workers=workers,
                     port=port,
                     desks=desks,
                     args=args,
@@ -467,6 +499,13 @@ def main() -> None:
         "--postgres-url", default=os.environ.get("CVMC_TEST_POSTGRES_URL", DEFAULT_PG)
     )
     parser.add_argument(
+        "--pg-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="PostgreSQL: serve --workers N (web processes sharing the port)",
+    )
+    parser.add_argument(
         "--server-log",
         metavar="PREFIX",
         help="keep the server's log in PREFIX.<backend>.log (default: a temporary file)",
@@ -475,7 +514,7 @@ def main() -> None:
     print(
         f"coordinator load: {args.desktops} desktops, one heartbeat each per "
         f"{args.interval:.0f} s, {args.seconds:.0f} s per phase, {args.connections} connections, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
         bench(backend, args.postgres_url, args)

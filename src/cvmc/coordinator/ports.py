@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cvmc.coordinator.domain.demand import Demand
@@ -17,6 +18,7 @@ __all__ = [
     "HeartbeatItem",
     "HeartbeatResult",
     "HeartbeatUpdate",
+    "LeadershipLostError",
     "ReplayedError",
     "RevokedError",
     "Store",
@@ -51,6 +53,12 @@ class UnstorableError(Exception):
     """The database refused one heartbeat's values (a number out of its column's range, a
     string it cannot hold). The schema check stops such values first; this keeps one that got
     past it to its own request, never its batch's."""
+
+
+class LeadershipLostError(Exception):
+    """This process stopped leading during an allocation round (the session that held the
+    leader lock ended): the round's writes were not committed, and it runs no more rounds until
+    it leads again."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,19 @@ class Store(ABC):
     def unrevoke(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
         """Take desktops off the revocation list: (unrevoked, unchanged). Each may then enrol
         again with its next generation's token; its old credential stays refused."""
+
+    def lead(self) -> bool:
+        """Whether this process may run the allocation rounds now. A store that only one
+        process uses (embedded: SQLite) always may. A database server's store takes, or keeps,
+        the database's one leader lock and answers whether it holds it; it never raises."""
+        return True
+
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        """One allocation round: the ``snapshot`` and ``apply`` made inside are one
+        transaction, which commits only while this process leads; ``LeadershipLostError``
+        (nothing written) when it stopped leading. By default, just the calls."""
+        yield
 
     @abstractmethod
     def snapshot(

@@ -10,6 +10,11 @@ leases itself, and answers each round with a ``RoundReport``. The web process co
 report into its metrics, demand and dashboard counts. A child that dies is started again at
 the next round, and the failure is logged.
 
+On PostgreSQL several ``serve`` processes (``--workers``, several hosts) share a database, and
+each has its rounds child; only the child that holds the leader lock runs rounds
+(``cvmc.coordinator.adapters.pg_leader``). The others report that they follow, and try again
+every ``leases.leader_retry_s``.
+
 The child dies with its parent, even when the parent is killed with SIGKILL and has no chance
 to stop it: on Linux the kernel sends it SIGKILL when the parent goes (``PR_SET_PDEATHSIG``),
 and everywhere a thread of the child checks once a second that its parent is still the process
@@ -95,7 +100,7 @@ class ProcessRounds:
     async def run(self, coordinator: Coordinator) -> None:
         """Run rounds every ``leases.allocate_s`` until cancelled."""
         loop = asyncio.get_running_loop()
-        interval = coordinator.config.leases.allocate_s
+        leases = coordinator.config.leases
         while True:
             started = time.monotonic()
             try:
@@ -112,6 +117,9 @@ class ProcessRounds:
                 self.close(wait=False)
             except Exception:
                 log.exception("allocation round failed")
+            # The leader runs a round every allocate_s; another process tries to take over
+            # every leader_retry_s (PostgreSQL's leader lock; SQLite's one process leads).
+            interval = leases.allocate_s if coordinator.leader else leases.leader_retry_s
             await asyncio.sleep(max(interval - (time.monotonic() - started), 0.05))
 
     def close(self, *, wait: bool = True) -> None:

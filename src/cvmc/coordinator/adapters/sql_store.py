@@ -16,6 +16,10 @@ rows in no common order, so PostgreSQL can find the two in a deadlock and abort 
 When it aborts the batch's, that transaction is tried again (``_ATTEMPTS`` in all): it was
 rolled back whole, and its writes mean the same the second time (a lease's new state, a lease
 gone, a decline's backoff). Before, every heartbeat of the batch answered 503 ``unavailable``.
+
+On PostgreSQL, with a ``PgLeaderLock``, an allocation round (``round``) is one transaction on
+the session that holds the leader lock, so only the leading process's rounds ever commit
+(``cvmc.coordinator.adapters.pg_leader``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from cvmc.coordinator.adapters.pg_leader import PgLeaderLock
 from cvmc.coordinator.adapters.schema import (
     declines,
     desktops,
@@ -61,6 +66,7 @@ from cvmc.coordinator.ports import (
     HeartbeatItem,
     HeartbeatResult,
     HeartbeatUpdate,
+    LeadershipLostError,
     ReplayedError,
     RevokedError,
     Store,
@@ -222,13 +228,22 @@ def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Pl
 
 
 class SqlStore(Store):
-    def __init__(self, engine: Engine, heartbeat_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        heartbeat_engine: Engine | None = None,
+        leader: PgLeaderLock | None = None,
+    ) -> None:
         self.engine = engine
         #: PostgreSQL: heartbeats commit through an engine with synchronous_commit = off.
         self.heartbeat_engine = heartbeat_engine or engine
         self._sqlite = engine.url.get_backend_name() == "sqlite"
         self.embedded = self._sqlite
         self._lock = threading.Lock()
+        #: PostgreSQL: the leader lock, whose session runs the allocation rounds.
+        self._leader = None if self._sqlite else leader
+        #: That session, while a round's transaction is open on it.
+        self._round_conn: Connection | None = None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -239,9 +254,65 @@ class SqlStore(Store):
             with self.engine.begin() as conn:
                 yield conn
 
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """The round's connection inside ``round``, else one from the pool."""
+        if self._round_conn is not None:
+            yield self._round_conn
+        else:
+            with self.engine.connect() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def _write_round(self) -> Iterator[Connection]:
+        """The round's transaction inside ``round``, else a transaction of its own."""
+        if self._round_conn is not None:
+            yield self._round_conn
+        else:
+            with self._write() as conn:
+                yield conn
+
     def close(self) -> None:
+        if self._leader is not None:
+            self._leader.close()
         self.engine.dispose()
         self.heartbeat_engine.dispose()
+
+    # -- leading the allocation rounds ----------------------------------------------------
+
+    def lead(self) -> bool:
+        return self._leader is None or self._leader.hold() is not None
+
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        """PostgreSQL: the round's reads and writes in one transaction on the leader lock's
+        session, which first checks that the session holds the lock. A round that fails
+        because the session went raises ``LeadershipLostError``; one that fails otherwise (a
+        deadlock with a heartbeat batch) raises its error, and this process still leads."""
+        if self._leader is None:
+            yield
+            return
+        conn = self._leader.session
+        if conn is None:
+            raise LeadershipLostError("this process does not hold the leader lock")
+        try:
+            with conn.begin():
+                if not self._leader.held(conn):
+                    raise LeadershipLostError("the session no longer holds the leader lock")
+                self._round_conn = conn
+                try:
+                    yield
+                finally:
+                    self._round_conn = None
+        except LeadershipLostError:
+            self._leader.drop("the session no longer holds the leader lock")
+            raise
+        except DBAPIError as exc:
+            if not self._leader.alive():
+                raise LeadershipLostError(
+                    f"the leader lock's session failed during the round: {type(exc).__name__}"
+                ) from None
+            raise
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -552,7 +623,7 @@ class SqlStore(Store):
     def snapshot(
         self, now: float, offline_after_s: float
     ) -> tuple[list[DesktopView], list[LeaseView], frozenset[tuple[str, str]]]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 select(
                     desktops.c.id,
@@ -607,7 +678,7 @@ class SqlStore(Store):
         sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         keep_history_s: float,
     ) -> None:
-        with self._write() as conn:
+        with self._write_round() as conn:
             if allocation.revoked:
                 ids = list(allocation.revoked)
                 for start in range(0, len(ids), 500):

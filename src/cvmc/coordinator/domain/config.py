@@ -79,6 +79,9 @@ class LeasesConfig:
     allocate_s: float = 5.0
     decline_backoff_s: int = 600
     history_s: int = 86400
+    #: PostgreSQL: how often a process that does not run the allocation rounds tries to take
+    #: them over (the leader lock, docs/coordinator.md "Several processes and hosts").
+    leader_retry_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,9 @@ def parse_config(raw: Mapping[str, object]) -> Config:
             86400,
         ),
         history_s=_int("leases.history_s", lv.get("history_s", d_leases.history_s), 60, 31 * 86400),
+        leader_retry_s=_number(
+            "leases.leader_retry_s", lv.get("leader_retry_s", d_leases.leader_retry_s), 0.1, 600
+        ),
     )
     if leases.offline_after_s <= leases.heartbeat_s:
         raise ConfigError(

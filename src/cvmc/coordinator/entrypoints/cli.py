@@ -65,7 +65,17 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 0 if the config is valid, else 2 naming the key",
     )
     sub.add_parser("migrate", parents=[common], help="create or upgrade the schema (idempotent)")
-    sub.add_parser("serve", parents=[common], help="run the service on listen_host:listen_port")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the service on listen_host:listen_port"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="N worker processes sharing the port (SO_REUSEPORT; PostgreSQL only, 1-64)",
+    )
     revoke = sub.add_parser(
         "revoke-desktop",
         parents=[common],
@@ -146,7 +156,7 @@ def _run(args: argparse.Namespace, config: Config, engine: Engine) -> int:
     else:
         from cvmc.coordinator.compose import serve  # noqa: PLC0415
 
-        return serve(config)
+        return serve(config, args.workers)
     return 0
 
 

@@ -34,6 +34,7 @@ from cvmc.coordinator.ports import (
     HeartbeatItem,
     HeartbeatResult,
     HeartbeatUpdate,
+    LeadershipLostError,
     ReplayedError,
     RevokedError,
     Store,
@@ -145,6 +146,7 @@ class RoundReport:
     round_seconds: float
     granted: int
     revoked: dict[str, int]
+    leader: bool = True
 
 
 class Coordinator:
@@ -177,6 +179,10 @@ class Coordinator:
         self.demand = Demand()
         self.demand_at = float("-inf")
         self.counts = DashboardCounts({}, {}, {})
+        #: Whether this process runs the allocation rounds (the store's leader lock; always,
+        #: on SQLite). The web process learns it from its rounds process's reports.
+        self.leader = False
+        self._counts_at = float("-inf")
         self._round_lock = threading.Lock()
         self._enrol_schema = _validator(ENROL_REQUEST_SCHEMA)
         self._heartbeat_schema = _validator(HEARTBEAT_SCHEMA)
@@ -418,12 +424,39 @@ class Coordinator:
             return
         self.demand_at = now
 
-    def allocation_round(self) -> Allocation:
-        """Refresh demand, allocate, write the result, refresh the dashboard's counts."""
+    def allocation_round(self) -> Allocation | None:
+        """Refresh demand, allocate, write the result, refresh the dashboard's counts; if
+        this process leads (``Store.lead``: always, on an embedded database). A process that
+        does not lead only refreshes the dashboard's counts, and returns ``None``."""
         with self._round_lock:
-            started = time.perf_counter()
             now = self.clock()
-            self.refresh_demand(now)
+            if not self.store.lead():
+                self._follow(now)
+                return None
+            if not self.leader:
+                log.info("this process runs the allocation rounds")
+            self.leader = True
+            try:
+                return self._lead(now)
+            except LeadershipLostError as exc:
+                self._follow(now, str(exc))
+                return None
+
+    def _follow(self, now: float, why: str = "another process holds the leader lock") -> None:
+        """Not leading: the dashboard's counts, read from the database once per round's time
+        (a follower tries to lead more often than that)."""
+        if self.leader:
+            log.warning("this process stopped running the allocation rounds: %s", why)
+            self._counts_at = float("-inf")
+        self.leader = False
+        if now - self._counts_at >= self.config.leases.allocate_s:
+            self.counts = self.store.counts(now, self.config.leases.offline_after_s)
+            self._counts_at = now
+
+    def _lead(self, now: float) -> Allocation:
+        started = time.perf_counter()
+        self.refresh_demand(now)
+        with self.store.round():
             desktops, leases, blocked = self.store.snapshot(now, self.config.leases.offline_after_s)
             result = allocate(
                 demand=self.demand.by_type,
@@ -447,17 +480,17 @@ class Coordinator:
                 (demand, {t.name: supply[t.name] for t in self._types}, dict(running)),
                 self.config.leases.history_s,
             )
-            self.counts = self.store.counts(now, self.config.leases.offline_after_s)
-            self.metrics.rounds += 1
-            self.metrics.round_seconds = time.perf_counter() - started
-            self.metrics.granted += len(result.new)
-            for reason in result.revoked.values():
-                self.metrics.revoked[reason] += 1
-            if result.new or result.revoked:
-                log.info(
-                    "allocation: %d new lease(s), %d revoked", len(result.new), len(result.revoked)
-                )
-            return result
+        self.counts = self.store.counts(now, self.config.leases.offline_after_s)
+        self.metrics.rounds += 1
+        self.metrics.round_seconds = time.perf_counter() - started
+        self.metrics.granted += len(result.new)
+        for reason in result.revoked.values():
+            self.metrics.revoked[reason] += 1
+        if result.new or result.revoked:
+            log.info(
+                "allocation: %d new lease(s), %d revoked", len(result.new), len(result.revoked)
+            )
+        return result
 
     def round_report(self) -> RoundReport:
         """This coordinator's round state, for the one that serves (``absorb``)."""
@@ -469,6 +502,7 @@ class Coordinator:
             round_seconds=self.metrics.round_seconds,
             granted=self.metrics.granted,
             revoked=dict(self.metrics.revoked),
+            leader=self.leader,
         )
 
     def absorb(self, report: RoundReport) -> None:
@@ -481,6 +515,7 @@ class Coordinator:
         self.metrics.round_seconds = report.round_seconds
         self.metrics.granted = report.granted
         self.metrics.revoked = Counter(report.revoked)
+        self.leader = report.leader
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -576,6 +611,13 @@ class Coordinator:
             "gauge",
             "Duration of the last allocation round.",
             [("", self.metrics.round_seconds)],
+        )
+        family(
+            "cvmc_rounds_leader",
+            "gauge",
+            "1 if this instance's process runs the allocation rounds (holds the leader lock), "
+            "else 0.",
+            [("", 1 if self.leader else 0)],
         )
         family(
             "cvmc_demand_errors_total",
