@@ -9,8 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cvmc.coordinator.domain.grid import parse_grid
-from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView, allocate
+from cvmc.coordinator.domain.grid import VmType, parse_grid
+from cvmc.coordinator.domain.leases import (
+    Allocation,
+    DesktopView,
+    LeaseView,
+    _Filler,
+    allocate,
+)
 
 TYPES = parse_grid(
     {
@@ -176,6 +182,34 @@ def test_allocation_is_work_conserving(world: tuple) -> None:  # type: ignore[ty
                     and d.memory_free_mb - pending[d.id] >= t.memory_mb
                 )
                 assert not fits, (t.name, d)
+
+
+def _pick_by_scan(filler: _Filler, vm: VmType) -> DesktopView | None:
+    """Rule 3 read literally, scanning every desktop: the least-loaded department (ties by
+    name) that has an eligible desktop, and in it the desktop with the fewest VMs, then the
+    most free memory, then the smallest id."""
+    eligible = [d for d in filler.by_id.values() if vm.name in filler.heaps and filler._fits(d, vm)]
+    if not eligible:
+        return None
+    dept = min({d.department for d in eligible}, key=lambda n: (filler.dept_load[n], n))
+    return min(
+        (d for d in eligible if d.department == dept),
+        key=lambda d: (filler.used[d.id] + d.unleased_vms, -filler.free_mem(d), d.id),
+    )
+
+
+@given(worlds())
+def test_pick_matches_a_scan_of_every_desktop(world: tuple) -> None:  # type: ignore[type-arg]
+    """The heaps' pick (departments in load order, stale entries dropped lazily) chooses what
+    a full scan chooses, lease after lease: the same leases on the same desktops."""
+    fast, _ = run(world)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_Filler, "pick", _pick_by_scan)
+        slow, _ = run(world)
+    assert [(lease.desktop_id, lease.vm_name) for lease in fast.new] == [
+        (lease.desktop_id, lease.vm_name) for lease in slow.new
+    ]
+    assert fast.revoked == slow.revoked
 
 
 @given(st.integers(1, 6), st.integers(0, 60))

@@ -260,20 +260,23 @@ class _Filler:
                 heapq.heappush(self.heaps[vm.name][desk.department], (key, self.version[desk.id]))
 
     def pick(self, vm: VmType) -> DesktopView | None:
-        """The least-loaded department's best eligible desktop for one more ``vm``."""
-        best: tuple[int, str] | None = None
-        for dept, heap in self.heaps[vm.name].items():
+        """The least-loaded department's best eligible desktop for one more ``vm``.
+
+        Departments are tried in (load, name) order and the first with an eligible desktop
+        wins, so a pick usually looks at one heap top, not at every department's. An entry
+        that is stale or no longer fits never becomes valid again within a round (versions
+        only grow, free slots and memory only shrink), so the heaps left unvisited are
+        cleaned later with the same result.
+        """
+        heaps = self.heaps[vm.name]
+        for dept in sorted(heaps, key=lambda d: (self.dept_load[d], d)):
+            heap = heaps[dept]
             while heap:
                 (_, _, desk_id), version = heap[0]
                 if version == self.version[desk_id] and self._fits(self.by_id[desk_id], vm):
-                    break
+                    return self.by_id[desk_id]
                 heapq.heappop(heap)
-            if heap and (best is None or (self.dept_load[dept], dept) < best):
-                best = (self.dept_load[dept], dept)
-        if best is None:
-            return None
-        (_, _, desk_id), _ = self.heaps[vm.name][best[1]][0]
-        return self.by_id[desk_id]
+        return None
 
     def take(self, desk: DesktopView, vm: VmType) -> None:
         self.used[desk.id] += 1
