@@ -691,3 +691,23 @@ CASES += [
         "grid_vpn_pki_dir: '/etc/openvpn/../../root' must not contain '..'",
     ),
 ]
+
+CASES += [
+    Case(
+        "job-policy-unknown-key",
+        {"grid_job_policy": {"max_start": 5}},
+        "grid_job_policy: unknown key(s) max_start; known: accounting_groups, max_releases, "
+        "max_starts, release_after_s, remove_held_after_days",
+        role_expect="grid_job_policy.max_start. Supported parameters include",
+    ),
+    Case(
+        "job-policy-release-too-soon",
+        {"grid_job_policy": {"release_after_s": 5}},
+        "grid_job_policy.release_after_s: 5 is out of range; give a whole number from 60 to 604800",
+    ),
+    Case(
+        "job-policy-groups-string",
+        {"grid_job_policy": {"accounting_groups": "yes"}},
+        "grid_job_policy.accounting_groups: 'yes' is not true or false",
+    ),
+]

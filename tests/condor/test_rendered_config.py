@@ -193,6 +193,23 @@ def test_submit_nodes_sized_for_the_example_campus(example_render: Run) -> None:
         assert int(str(values["JOB_START_COUNT"])) == 50
 
 
+def test_example_campus_shares_the_pool_by_department(example_render: Run) -> None:
+    """grid_job_policy.accounting_groups: one group per dept_* group, quota its desktop share."""
+    names = ["GROUP_NAMES", "GROUP_ACCEPT_SURPLUS"]
+    names += [f"GROUP_QUOTA_DYNAMIC_{d}" for d in ("dept_chemistry", "dept_physics")]
+    values = load(example_render.config_d("cm.grid.example.edu"), names, "NEGOTIATOR")
+    assert [g.strip() for g in str(values["GROUP_NAMES"]).split(",")] == [
+        "dept_chemistry",
+        "dept_physics",
+    ]
+    # 4 and 3 of the example's 7 registered desktops.
+    assert math.isclose(
+        float(str(values["GROUP_QUOTA_DYNAMIC_dept_chemistry"])), 4 / 7, abs_tol=1e-6
+    )
+    assert math.isclose(float(str(values["GROUP_QUOTA_DYNAMIC_dept_physics"])), 3 / 7, abs_tol=1e-6)
+    assert str(values["GROUP_ACCEPT_SURPLUS"]).lower() == "true"
+
+
 # --------------------------------------------------------------------------------------------
 # Submit node
 
@@ -333,3 +350,19 @@ def test_seed_requirements_match_the_rendered_vm_and_reject_another_type(lab_ren
     # The slot's memory is what the VM has less its OS reserve: a job asking for all of the
     # type's memory does not match.
     assert not job_ad(boinc, request_mb=int(str(boinc["memory_mb"]))).symmetricMatch(machine)
+
+
+def test_submit_node_applies_the_pools_job_policy(lab_render: Run) -> None:
+    """grid_job_policy's defaults reach the schedd, and HTCondor's engine evaluates them."""
+    names = ["SYSTEM_PERIODIC_HOLD", "SYSTEM_PERIODIC_RELEASE", "SYSTEM_PERIODIC_REMOVE"]
+    values = load(lab_render.config_d("lab-submit"), names, "SCHEDD")
+    hold = classad2.ExprTree(str(values["SYSTEM_PERIODIC_HOLD"]))
+    assert hold.eval(scope=classad2.ClassAd({"JobStatus": 1, "NumJobStarts": 21})) is True
+    assert hold.eval(scope=classad2.ClassAd({"JobStatus": 1, "NumJobStarts": 20})) is False
+    release = classad2.ExprTree(str(values["SYSTEM_PERIODIC_RELEASE"]))
+    transfer_failed = {"JobStatus": 5, "HoldReasonCode": 13, "EnteredCurrentStatus": 0}
+    assert release.eval(scope=classad2.ClassAd(transfer_failed)) is True
+    by_owner = {"JobStatus": 5, "HoldReasonCode": 1, "EnteredCurrentStatus": 0}
+    assert release.eval(scope=classad2.ClassAd(by_owner)) is False
+    remove = classad2.ExprTree(str(values["SYSTEM_PERIODIC_REMOVE"]))
+    assert remove.eval(scope=classad2.ClassAd({"JobStatus": 5, "EnteredCurrentStatus": 0})) is True

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cvmc.gridmodel import addressing, catalogue, limits, plan, policy, vpn
+from cvmc.gridmodel import addressing, catalogue, jobpolicy, limits, plan, policy, vpn
 
 Model = Mapping[str, Any]
 _HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
@@ -49,6 +49,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "bandwidth_default_class",
     "vm_types",
     "policy",
+    "job_policy",
     "host_memory_reserve_mb",
     "desktop_min_memory_mb",
     "coordinator_url",
@@ -334,6 +335,13 @@ def check_policy(model: Model) -> list[str]:
     return _problem(lambda: policy.parse_policy(model["policy"], name="grid_policy"))
 
 
+def check_jobs(model: Model) -> list[str]:
+    """The pool's job policy: hold, release and removal limits, and accounting groups
+    (``cvmc.gridmodel.jobpolicy``). The groups' names are the inventory's dept_* groups, which
+    the role checks (roles/grid/tasks/checks.yml)."""
+    return _problem(lambda: jobpolicy.parse(model["job_policy"]))
+
+
 def check_desktops(model: Model) -> list[str]:
     """Desktop names are distinct and every desktop has a fixed index in the registry.
 
@@ -522,6 +530,7 @@ CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "vm_types": check_vm_types,
     "memory": check_memory,
     "policy": check_policy,
+    "jobs": check_jobs,
     "desktops": check_desktops,
     "coordinator": check_coordinator,
     "services": check_services,
