@@ -40,6 +40,7 @@ from starlette.staticfiles import StaticFiles
 
 from cvmc.coordinator.adapters.dashboard import render_dashboard
 from cvmc.coordinator.adapters.openapi import openapi_document
+from cvmc.coordinator.adapters.prometheus import CONTENT_TYPE, Exporter
 from cvmc.coordinator.adapters.rounds import ProcessRounds
 from cvmc.coordinator.domain.ratelimit import RateLimiter
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
@@ -191,6 +192,8 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
     batcher = None if inline else _HeartbeatBatcher(coordinator)
     openapi = openapi_document()
     limits = _Limits(coordinator)
+    exporter = Exporter(coordinator)
+    heartbeat_seconds = exporter.heartbeat_seconds
 
     def counted(
         route: str, handler: Callable[[Request], Awaitable[Response]]
@@ -204,6 +207,7 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
                 return _error(exc)
 
         async def wrapper(request: Request) -> Response:
+            started = time.perf_counter()
             if route == "enrol":
                 response = await limits.enrol(request, answer)
             elif route in {"heartbeat", "images"}:
@@ -211,6 +215,8 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
             else:
                 response = await answer(request)
             coordinator.metrics.requests[(route, response.status_code)] += 1
+            if route == "heartbeat":
+                heartbeat_seconds.observe(time.perf_counter() - started)
             return response
 
         return wrapper
@@ -242,9 +248,7 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
         return JSONResponse({"status": "ok"})
 
     async def metrics(_request: Request) -> Response:
-        return Response(
-            coordinator.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(exporter.text(), media_type=CONTENT_TYPE)
 
     async def dashboard(_request: Request) -> Response:
         now = coordinator.clock()
