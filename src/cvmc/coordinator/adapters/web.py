@@ -9,7 +9,9 @@ while the previous batch was in the database goes in the next one, so a lone hea
 for nobody); a thread hop and a round trip per request cost three times the CPU
 (docs/performance.md). With ``rounds`` (what ``serve`` gives), allocation rounds run in a
 child process while the app lives (``cvmc.coordinator.adapters.rounds``); tests call
-``Coordinator.allocation_round`` themselves.
+``Coordinator.allocation_round`` themselves. ``/metrics`` is prometheus_client's exposition
+(``cvmc.coordinator.adapters.prometheus``), with each heartbeat request's time from its arrival
+in the app to its reply in ``cvmc_heartbeat_duration_seconds``.
 
 Rate limits (``429 rate_limited`` with ``Retry-After``, before the body is read, so nothing is
 written): each desktop's authenticated API requests take from its own bucket
