@@ -220,7 +220,9 @@ def coordinator_get(m: dict[str, Any], path: str) -> str:
 def demand_shown(m: dict[str, Any]) -> tuple[int, int]:
     """The idle type's demand in /metrics and on the dashboard."""
     metric = re.search(
-        r'^cvmc_demand_jobs\{[^}]*vm_name="' + re.escape(m["idle_type"]) + r'"[^}]*\}\s+([0-9.]+)',
+        r'^cvmc_demand_jobs\{[^}]*vm_name="'
+        + re.escape(m["idle_type"])
+        + r'"[^}]*\}\s+([0-9.e+]+)',
         coordinator_get(m, "/metrics"),
         re.M,
     )

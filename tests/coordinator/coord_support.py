@@ -21,6 +21,7 @@ from typing import Any
 
 import jsonschema
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, MetaData, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -303,6 +304,20 @@ class Desk:
         parsed = protocol.parse_heartbeat_reply(reply.json(), 0.0)  # the agent's own parser
         assert parsed.problems == ()
         return list(reply.json()["leases"])
+
+
+def scrape(text: str) -> dict[str, float]:
+    """Every sample of a ``/metrics`` exposition, parsed by prometheus_client's own parser
+    (which refuses a malformed one), keyed ``name{label="value",...}`` with the labels in
+    their name's order (``name`` alone without labels)."""
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            assert key not in samples, f"{key} twice in /metrics"
+            samples[key] = sample.value
+    return samples
 
 
 def running(leases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from coordinator.coord_support import (
     heartbeat,
     make_coordinator,
     running,
+    scrape,
     set_demand,
     signed_headers,
     write_setup,
@@ -71,9 +72,9 @@ def test_enrol_heartbeat_lease_run_and_revoke_when_demand_drops(setup: Any) -> N
     assert not result.new
     remaining = [x for x in a.leases(running(got_a)) + b.leases(running(got_b))]
     assert sorted(x["vm_name"] for x in remaining) == sorted([BOINC, BOINC, BULK])
-    text = client.get("/metrics").text
-    assert f'cvmc_leases{{vm_name="{BOINC}"}} 2' in text
-    assert 'cvmc_leases_revoked_total{reason="demand"} 1' in text
+    samples = scrape(client.get("/metrics").text)
+    assert samples[f'cvmc_leases{{vm_name="{BOINC}"}}'] == 2
+    assert samples['cvmc_leases_revoked_total{reason="demand"}'] == 1
 
 
 def test_unstarted_lease_expires_and_offline_desktop_loses_leases(setup: Any) -> None:
@@ -321,13 +322,9 @@ def test_health_metrics_openapi_and_dashboard(setup: Any) -> None:
     families = [line.split()[2] for line in metrics.text.splitlines() if line.startswith("# TYPE")]
     assert "cvmc_desktops" in families
     assert "cvmc_http_requests_total" in families
-    for line in metrics.text.splitlines():
-        if not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            assert name.startswith("cvmc_")
-            float(value)
-    assert 'cvmc_desktops{state="idle"} 1' in metrics.text
-    assert 'cvmc_http_requests_total{route="heartbeat",status="200"} 1' in metrics.text
+    samples = scrape(metrics.text)  # the whole exposition, by prometheus_client's parser
+    assert samples['cvmc_desktops{state="idle"}'] == 1
+    assert samples['cvmc_http_requests_total{route="heartbeat",status="200"}'] == 1
     doc = client.get("/openapi.json").json()
     assert (
         doc["components"]["schemas"]["Heartbeat"]["properties"]
@@ -349,16 +346,17 @@ def test_metrics_show_unfit_jobs_from_real_ads(setup: Any) -> None:
     coordinator.allocation_round()
     text = client.get("/metrics").text
     assert "# TYPE cvmc_demand_unfit_jobs gauge" in text
-    assert f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}} 2' in text.splitlines()
-    assert f'cvmc_demand_unfit_jobs{{vm_name="{BULK}"}} 1' in text.splitlines()
-    assert f'cvmc_demand_jobs{{vm_name="{BOINC}"}} 4' in text.splitlines()
-    assert f'cvmc_demand_jobs{{vm_name="{BULK}"}} 1' in text.splitlines()
-    assert "cvmc_unnamed_jobs 4" in text.splitlines()
+    samples = scrape(text)
+    assert samples[f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}}'] == 2
+    assert samples[f'cvmc_demand_unfit_jobs{{vm_name="{BULK}"}}'] == 1
+    assert samples[f'cvmc_demand_jobs{{vm_name="{BOINC}"}}'] == 4
+    assert samples[f'cvmc_demand_jobs{{vm_name="{BULK}"}}'] == 1
+    assert samples["cvmc_unnamed_jobs"] == 4
     # Nothing unfit: the family is there, at 0 for every type.
     set_demand(coordinator, (BOINC, 1))
     coordinator.allocation_round()
-    text = client.get("/metrics").text
-    assert f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}} 0' in text.splitlines()
+    samples = scrape(client.get("/metrics").text)
+    assert samples[f'cvmc_demand_unfit_jobs{{vm_name="{BOINC}"}}'] == 0
 
 
 def test_secrets_never_reach_the_log(setup: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -26,6 +26,7 @@ from coordinator.coord_support import (
     enrol_body,
     heartbeat,
     make_coordinator,
+    scrape,
     serve_in_thread,
     set_demand,
     signed_headers,
@@ -49,10 +50,9 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> Non
 
 
 def metric(client: httpx.Client, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not in /metrics")
+    samples = scrape(client.get("/metrics").text)
+    assert name in samples, f"{name} is not in /metrics"
+    return samples[name]
 
 
 def rounds_children() -> list[psutil.Process]:

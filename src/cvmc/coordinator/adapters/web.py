@@ -9,7 +9,9 @@ while the previous batch was in the database goes in the next one, so a lone hea
 for nobody); a thread hop and a round trip per request cost three times the CPU
 (docs/performance.md). With ``rounds`` (what ``serve`` gives), allocation rounds run in a
 child process while the app lives (``cvmc.coordinator.adapters.rounds``); tests call
-``Coordinator.allocation_round`` themselves.
+``Coordinator.allocation_round`` themselves. ``/metrics`` is prometheus_client's exposition
+(``cvmc.coordinator.adapters.prometheus``), with each heartbeat request's time from its arrival
+in the app to its reply in ``cvmc_heartbeat_duration_seconds``.
 
 Rate limits (``429 rate_limited`` with ``Retry-After``, before the body is read, so nothing is
 written): each desktop's authenticated API requests take from its own bucket
@@ -40,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from cvmc.coordinator.adapters.dashboard import render_dashboard
 from cvmc.coordinator.adapters.openapi import openapi_document
+from cvmc.coordinator.adapters.prometheus import CONTENT_TYPE, Exporter
 from cvmc.coordinator.adapters.rounds import ProcessRounds
 from cvmc.coordinator.domain.ratelimit import RateLimiter
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
@@ -191,6 +194,8 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
     batcher = None if inline else _HeartbeatBatcher(coordinator)
     openapi = openapi_document()
     limits = _Limits(coordinator)
+    exporter = Exporter(coordinator)
+    heartbeat_seconds = exporter.heartbeat_seconds
 
     def counted(
         route: str, handler: Callable[[Request], Awaitable[Response]]
@@ -204,6 +209,7 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
                 return _error(exc)
 
         async def wrapper(request: Request) -> Response:
+            started = time.perf_counter()
             if route == "enrol":
                 response = await limits.enrol(request, answer)
             elif route in {"heartbeat", "images"}:
@@ -211,6 +217,8 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
             else:
                 response = await answer(request)
             coordinator.metrics.requests[(route, response.status_code)] += 1
+            if route == "heartbeat":
+                heartbeat_seconds.observe(time.perf_counter() - started)
             return response
 
         return wrapper
@@ -242,9 +250,7 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
         return JSONResponse({"status": "ok"})
 
     async def metrics(_request: Request) -> Response:
-        return Response(
-            coordinator.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(exporter.text(), media_type=CONTENT_TYPE)
 
     async def dashboard(_request: Request) -> Response:
         now = coordinator.clock()

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema_rs
 
@@ -54,7 +54,7 @@ from cvmc.protocol import (
     values,
 )
 
-__all__ = ["ApiError", "Coordinator", "RoundReport"]
+__all__ = ["ApiError", "Coordinator", "MetricFamily", "MetricKind", "RoundReport"]
 
 log = logging.getLogger("cvmc.coordinator")
 
@@ -131,6 +131,21 @@ class Metrics:
     granted: int = 0
     vm_tokens: int = 0
     vm_token_failures: int = 0
+
+
+MetricKind = Literal["gauge", "counter"]
+
+
+@dataclass(frozen=True)
+class MetricFamily:
+    """One family of ``/metrics``, as plain values: its name (a counter's ends in ``_total``),
+    kind, help text, label names and samples (label values, value)."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    labels: tuple[str, ...]
+    samples: tuple[tuple[tuple[str, ...], float], ...]
 
 
 @dataclass(frozen=True)
@@ -519,113 +534,124 @@ class Coordinator:
 
     # -- metrics --------------------------------------------------------------------------
 
-    def metrics_text(self) -> str:
-        """The Prometheus text exposition (version 0.0.4)."""
-        lines: list[str] = []
+    def metrics_snapshot(self) -> list[MetricFamily]:
+        """The metric families of ``/metrics`` as plain values (a web adapter exposes them in
+        the Prometheus format: ``cvmc.coordinator.adapters.prometheus``)."""
+        families: list[MetricFamily] = []
 
-        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{labels} {value:g}")
+        def family(
+            name: str,
+            kind: MetricKind,
+            help_: str,
+            samples: list[tuple[tuple[str, ...], float]],
+            labels: tuple[str, ...] = (),
+        ) -> None:
+            families.append(MetricFamily(name, kind, help_, labels, tuple(samples)))
 
         names = [t.name for t in self._types]
         family(
             "cvmc_demand_jobs",
             "gauge",
             "Jobs wanting each VM type (idle, plus running with count_running_jobs).",
-            [(f'{{vm_name="{n}"}}', self.demand.by_type.get(n, 0)) for n in names],
+            [((n,), self.demand.by_type.get(n, 0)) for n in names],
+            ("vm_name",),
         )
         family(
             "cvmc_demand_unfit_jobs",
             "gauge",
             "Jobs naming each VM type that one VM of it cannot hold (CPUs, memory, disk, GPUs); "
             "they start no VM.",
-            [(f'{{vm_name="{n}"}}', self.demand.unfit.get(n, 0)) for n in names],
+            [((n,), self.demand.unfit.get(n, 0)) for n in names],
+            ("vm_name",),
         )
         family(
             "cvmc_leases",
             "gauge",
             "Current leases (offered, starting and running) by VM type.",
-            [(f'{{vm_name="{n}"}}', self.counts.leases.get(n, 0)) for n in names],
+            [((n,), self.counts.leases.get(n, 0)) for n in names],
+            ("vm_name",),
         )
         family(
             "cvmc_vms_running",
             "gauge",
             "VMs the desktops report running, by VM type.",
-            [(f'{{vm_name="{n}"}}', self.counts.running.get(n, 0)) for n in names],
+            [((n,), self.counts.running.get(n, 0)) for n in names],
+            ("vm_name",),
         )
         family(
             "cvmc_desktops",
             "gauge",
             "Desktops by state.",
             [
-                (f'{{state="{s}"}}', self.counts.desktops.get(s, 0))
+                ((s,), self.counts.desktops.get(s, 0))
                 for s in ("idle", "busy", "owner_present", "offline", "revoked")
             ],
+            ("state",),
         )
         family(
             "cvmc_unnamed_jobs",
             "gauge",
             "Jobs without vm_name seen in the last demand poll.",
-            [("", self.demand.unnamed)],
+            [((), self.demand.unnamed)],
         )
         family(
             "cvmc_http_requests_total",
             "counter",
             "HTTP requests by route and status.",
             [
-                (f'{{route="{route}",status="{status}"}}', count)
+                ((route, str(status)), count)
                 for (route, status), count in sorted(self.metrics.requests.items())
             ],
+            ("route", "status"),
         )
         family(
-            "cvmc_leases_granted_total", "counter", "Leases granted.", [("", self.metrics.granted)]
+            "cvmc_leases_granted_total", "counter", "Leases granted.", [((), self.metrics.granted)]
         )
         family(
             "cvmc_leases_revoked_total",
             "counter",
             "Leases revoked, by reason.",
-            [(f'{{reason="{r}"}}', c) for r, c in sorted(self.metrics.revoked.items())],
+            [((r,), c) for r, c in sorted(self.metrics.revoked.items())],
+            ("reason",),
         )
         family(
             "cvmc_vm_tokens_minted_total",
             "counter",
             "HTCondor tokens minted for research VM starts (one per offered lease).",
-            [("", self.metrics.vm_tokens)],
+            [((), self.metrics.vm_tokens)],
         )
         family(
             "cvmc_vm_token_failures_total",
             "counter",
             "Offered leases left out of a reply because no HTCondor token could be minted.",
-            [("", self.metrics.vm_token_failures)],
+            [((), self.metrics.vm_token_failures)],
         )
         family(
             "cvmc_allocation_rounds_total",
             "counter",
             "Allocation rounds.",
-            [("", self.metrics.rounds)],
+            [((), self.metrics.rounds)],
         )
         family(
             "cvmc_allocation_round_seconds",
             "gauge",
             "Duration of the last allocation round.",
-            [("", self.metrics.round_seconds)],
+            [((), self.metrics.round_seconds)],
         )
         family(
             "cvmc_rounds_leader",
             "gauge",
             "1 if this instance's process runs the allocation rounds (holds the leader lock), "
             "else 0.",
-            [("", 1 if self.leader else 0)],
+            [((), 1 if self.leader else 0)],
         )
         family(
             "cvmc_demand_errors_total",
             "counter",
             "Demand polls that failed.",
-            [("", self.metrics.demand_errors)],
+            [((), self.metrics.demand_errors)],
         )
-        return "\n".join(lines) + "\n"
+        return families
 
 
 def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
