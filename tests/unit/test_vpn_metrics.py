@@ -118,11 +118,11 @@ def test_exposition_passes_promtool_and_maps_cap_classes_to_identities() -> None
     text = metrics.render([inst, down], {"crl": 1.8e9, "server": 1.9e9, "ca": None}, 1.7e9)
     check_metrics(text)
     got = samples(text)
-    assert got['grid_vpn_clients_connected{instance="r0"}'] == 2
-    assert got['grid_vpn_clients_capacity{instance="r0"}'] == 40
-    assert got['grid_vpn_status_ok{instance="r1"}'] == 0
-    assert 'grid_vpn_clients_connected{instance="r1"}' not in got
-    who = 'instance="r0",identity="lab-desktop-1-vm0"'
+    assert got['grid_vpn_clients_connected{vpn_instance="r0"}'] == 2
+    assert got['grid_vpn_clients_capacity{vpn_instance="r0"}'] == 40
+    assert got['grid_vpn_status_ok{vpn_instance="r1"}'] == 0
+    assert 'grid_vpn_clients_connected{vpn_instance="r1"}' not in got
+    who = 'vpn_instance="r0",identity="lab-desktop-1-vm0"'
     assert got[f"grid_vpn_client_received_bytes_total{{{who}}}"] == 123456
     assert got[f"grid_vpn_client_sent_bytes_total{{{who}}}"] == 7890123
     assert got[f'grid_vpn_cap_dropped_packets_total{{{who},direction="down"}}'] == 17
@@ -238,9 +238,9 @@ def test_the_program_writes_a_valid_textfile_atomically(tmp_path: Path) -> None:
     text = (textdir / "grid_vpn.prom").read_text()
     check_metrics(text)
     got = samples(text)
-    assert got['grid_vpn_clients_capacity{instance="r0"}'] == 40
-    assert got['grid_vpn_clients_connected{instance="r0"}'] == 2
-    assert got['grid_vpn_status_ok{instance="r1"}'] == 0
+    assert got['grid_vpn_clients_capacity{vpn_instance="r0"}'] == 40
+    assert got['grid_vpn_clients_connected{vpn_instance="r0"}'] == 2
+    assert got['grid_vpn_status_ok{vpn_instance="r1"}'] == 0
     assert (
         got["grid_vpn_crl_next_update_timestamp_seconds"]
         == (NOW + datetime.timedelta(days=180)).timestamp()

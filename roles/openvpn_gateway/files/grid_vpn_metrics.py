@@ -180,7 +180,7 @@ def render(instances: Iterable[Instance], expiries: Mapping[str, float | None], 
         family[2].append(f"{name}{_labels(labels) if labels else ''} {value:.17g}")
 
     for inst in instances:
-        at = {"instance": inst.name}
+        at = {"vpn_instance": inst.name}
         add(
             "grid_vpn_clients_capacity",
             "gauge",
