@@ -1,5 +1,6 @@
 """The gateway's tunnel exporter (roles/openvpn_gateway/files/grid_vpn_metrics.py, run by
-grid-vpn-metrics.timer): OpenVPN status files in the documented version 2 and 3 formats, HTB
+grid-vpn-metrics.timer): status files written by a real OpenVPN server with a real client
+connected (both versions), cases in the documented version 2 and 3 formats, HTB
 drop counters from a real `tc` (in a network namespace of its own), the PKI's expiry from a
 PKI made with `cryptography`; the textfile it writes is checked by the real `promtool check
 metrics`. Issue 17, item 2."""
@@ -17,7 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from unit.test_vpn_crl import NOW, Pki
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from unit.test_vpn_crl import NOW, Pki, _cert
 
 SCRIPT = Path(__file__).parents[2] / "roles/openvpn_gateway/files/grid_vpn_metrics.py"
 
@@ -248,3 +251,71 @@ def test_the_program_writes_a_valid_textfile_atomically(tmp_path: Path) -> None:
     assert got['grid_vpn_cert_not_after_timestamp_seconds{cert="server"}'] == (
         pki.good.not_valid_after_utc.timestamp()
     )
+
+
+# A real OpenVPN server and client on loopback, in a network namespace of their own: the
+# server writes its status file every second; the client configures nothing on its side.
+_OPENVPN_RUN = """
+set -e
+ip link set lo up
+openvpn --dev tun-r0 --dev-type tun --topology subnet --server 10.64.0.0 255.255.252.0 \
+  --proto udp --port 11940 --local 127.0.0.1 --ca ca.crt --cert server.crt --key server.key \
+  --dh none --disable-dco --keepalive 10 60 --status status.log 1 --status-version "$1" \
+  --verb 1 >server.out 2>&1 &
+server=$!
+openvpn --client --dev tun-c0 --dev-type tun --proto udp --remote 127.0.0.1 11940 \
+  --connect-retry 1 --ca ca.crt --cert client.crt --key client.key --disable-dco \
+  --ifconfig-noexec --route-noexec --nobind --verb 1 >client.out 2>&1 &
+client=$!
+for _ in $(seq 100); do
+  grep -q '^CLIENT_LIST' status.log 2>/dev/null && break
+  sleep 0.2
+done
+cp status.log seen.log
+kill "$client" "$server"
+wait || true
+"""
+
+
+def _openvpn_ok() -> bool:
+    return Path("/usr/sbin/openvpn").exists() and Path("/dev/net/tun").exists() and _netns_ok()
+
+
+@pytest.mark.skipif(not _openvpn_ok(), reason="needs openvpn, /dev/net/tun and unshare -n (root)")
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_a_real_openvpn_status_file_is_read(tmp_path: Path, version: str) -> None:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("grid CA", ca_key, ca_key, "grid CA")
+    (tmp_path / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for cn, name in (("gw1", "server"), ("lab-desktop-1-vm0", "client")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(cn, key, ca_key, "grid CA")
+        (tmp_path / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    result = subprocess.run(
+        ["unshare", "-n", "bash", "-c", _OPENVPN_RUN, "run", version],
+        cwd=tmp_path, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    logs = "".join((tmp_path / f).read_text() for f in ("server.out", "client.out"))
+    assert result.returncode == 0, result.stderr + logs
+    text = (tmp_path / "seen.log").read_text()
+    assert text.startswith("TITLE\t" if version == "3" else "TITLE,"), text
+    status = metrics.parse_status(text)
+    (client,) = status.clients
+    assert (client.common_name, client.virtual_address) == ("lab-desktop-1-vm0", "10.64.0.2")
+    assert client.bytes_received > 0
+    assert client.bytes_sent > 0
+    # The hook's class of the first pool address is 1:2; its drops land on the identity.
+    inst = metrics.Instance("r0", "10.64.0.0/22", 2, status, {"down": {2: 4}, "up": {}})
+    text = metrics.render([inst], {}, 0.0)
+    check_metrics(text)
+    assert (
+        'grid_vpn_cap_dropped_packets_total{vpn_instance="r0",identity="lab-desktop-1-vm0",'
+        'direction="down"} 4'
+    ) in text
