@@ -33,6 +33,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -149,9 +150,14 @@ def parse_tc_drops(text: str) -> dict[int, int]:
 def class_address(minor: int, slice_cidr: str) -> str | None:
     """The tunnel address whose cap class is 1:<minor> (the hook's rule), or None."""
     net = ipaddress.IPv4Network(slice_cidr, strict=True)
-    if minor < 2 or minor >= net.num_addresses - 1:
+    return _offset_address(int(net.network_address), net.num_addresses, minor)
+
+
+def _offset_address(base: int, size: int, minor: int) -> str | None:
+    """class_address without parsing the slice again (render calls it once per class)."""
+    if minor < 2 or minor >= size - 1:
         return None
-    return str(net.network_address + minor)
+    return socket.inet_ntoa((base + minor).to_bytes(4, "big"))
 
 
 def _label(value: str) -> str:
@@ -212,6 +218,8 @@ def render(instances: Iterable[Instance], expiries: Mapping[str, float | None], 
             len(inst.status.clients),
         )
         by_address = {c.virtual_address: c.common_name for c in inst.status.clients}
+        net = ipaddress.IPv4Network(inst.network, strict=True)
+        base, size = int(net.network_address), net.num_addresses
         for client in inst.status.clients:
             who = {**at, "identity": client.common_name}
             add(
@@ -230,7 +238,7 @@ def render(instances: Iterable[Instance], expiries: Mapping[str, float | None], 
             )
         for direction, drops in sorted(inst.drops.items()):
             for minor, dropped in sorted(drops.items()):
-                address = class_address(minor, inst.network)
+                address = _offset_address(base, size, minor)
                 identity = by_address.get(address or "")
                 if identity is None:
                     continue  # the default class, or a class whose client just left
