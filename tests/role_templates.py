@@ -41,6 +41,16 @@ def render_role_template(
     return str(templar.template(trust_as_template(text)))
 
 
+def render_role_text(role: str, text: str, variables: dict[str, Any]) -> str:
+    """``text`` (a task's ``content:``, say) rendered with the role's defaults and vars, then
+    ``variables``."""
+    _plugins()
+    base = ROOT / "roles" / role
+    merged = {**_load(base / "defaults/main.yml"), **_load(base / "vars/main.yml"), **variables}
+    templar = Templar(loader=DataLoader(), variables=merged)
+    return str(templar.template(trust_as_template(text)))
+
+
 def unit_directives(unit: str, section: str) -> dict[str, list[str]]:
     """The directives of one ``[section]`` of a systemd unit, each with all of its values."""
     found: dict[str, list[str]] = {}

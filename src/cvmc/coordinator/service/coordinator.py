@@ -46,6 +46,7 @@ from cvmc.coordinator.ports import (
 )
 from cvmc.gridmodel.enrolment import check_enrol_token
 from cvmc.protocol import (
+    DECLINE_REASONS,
     ENROL_REQUEST_SCHEMA,
     ERROR_CODES,
     HEARTBEAT_SCHEMA,
@@ -131,6 +132,7 @@ class Metrics:
     granted: int = 0
     vm_tokens: int = 0
     vm_token_failures: int = 0
+    declined: Counter[str] = field(default_factory=Counter)  # by reason, accepted heartbeats
 
 
 MetricKind = Literal["gauge", "counter"]
@@ -344,7 +346,12 @@ class Coordinator:
             current = self.store.heartbeat(
                 item.desktop_id, item.seq, now, item.update, self.config.leases.decline_backoff_s
             )
+        self._count_declines(item.update)
         return self.heartbeat_reply(current, now)
+
+    def _count_declines(self, update: HeartbeatUpdate) -> None:
+        for _, reason in update.declined:
+            self.metrics.declined[reason] += 1
 
     def accept_heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> HeartbeatItem:
         """The checks before any write: signature (and, the first time, the database's
@@ -361,6 +368,7 @@ class Coordinator:
         """The reply to a heartbeat that went through ``Store.heartbeats``; its refusal as
         the documented error."""
         if isinstance(result, list):
+            self._count_declines(item.update)
             return self.heartbeat_reply(result, now)
         with self._accepting(item.desktop_id, item.seq):
             raise result
@@ -613,6 +621,12 @@ class Coordinator:
             "Leases revoked, by reason.",
             [((r,), c) for r, c in sorted(self.metrics.revoked.items())],
             ("reason",),
+        )
+        family(
+            "cvmc_leases_declined_total",
+            "counter",
+            "Leases the desktops declined, by reason (heartbeats this process accepted).",
+            [(f'{{reason="{r}"}}', self.metrics.declined[r]) for r in DECLINE_REASONS],
         )
         family(
             "cvmc_vm_tokens_minted_total",
