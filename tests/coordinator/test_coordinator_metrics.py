@@ -40,6 +40,7 @@ SERVICE_FAMILIES = {
     "cvmc_http_requests_total": ("counter", {"route", "status"}),
     "cvmc_leases_granted_total": ("counter", set()),
     "cvmc_leases_revoked_total": ("counter", {"reason"}),
+    "cvmc_leases_declined_total": ("counter", {"reason"}),
     "cvmc_vm_tokens_minted_total": ("counter", set()),
     "cvmc_vm_token_failures_total": ("counter", set()),
     "cvmc_allocation_rounds_total": ("counter", set()),

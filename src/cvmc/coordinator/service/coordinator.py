@@ -626,7 +626,8 @@ class Coordinator:
             "cvmc_leases_declined_total",
             "counter",
             "Leases the desktops declined, by reason (heartbeats this process accepted).",
-            [(f'{{reason="{r}"}}', self.metrics.declined[r]) for r in DECLINE_REASONS],
+            [((r,), self.metrics.declined[r]) for r in DECLINE_REASONS],
+            ("reason",),
         )
         family(
             "cvmc_vm_tokens_minted_total",
