@@ -38,6 +38,7 @@ from cvmc.agent.ports import (
     SeedFactory,
     Session,
     Sessions,
+    SleepInhibitor,
     SlotIdentity,
     StoredImage,
     VmSpec,
@@ -377,6 +378,26 @@ class FakeIdentities(Identities):
         return SlotIdentity(files=identity_files(slot), condor_token=self.static_token)
 
 
+class FakeInhibitor(SleepInhibitor):
+    """Records what the agent holds; ``refuse`` plays a platform that says no."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.refuse = False
+        self.calls: list[str] = []
+
+    def hold(self, why: str) -> bool:
+        self.calls.append(f"hold {why}")
+        if self.refuse:
+            return False
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        self.calls.append("release")
+        self.held = False
+
+
 @dataclass
 class World:
     """An agent wired to fakes, and the fakes, for one test."""
@@ -392,6 +413,7 @@ class World:
     seeds: FakeSeeds
     identities: FakeIdentities
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    inhibitor: FakeInhibitor = field(default_factory=FakeInhibitor)
 
     def run_for(self, seconds: float) -> None:
         """Tick the agent until ``seconds`` of fake time have passed."""
@@ -456,6 +478,7 @@ def make_world(start: dt.datetime, config: AgentConfig | None = None, **agent: A
         "identities": FakeIdentities(),
     }
     statuses: list[dict[str, Any]] = []
+    inhibitor = FakeInhibitor()
     the_agent = Agent(
         config,
         desktop="lab-pc01",
@@ -463,6 +486,13 @@ def make_world(start: dt.datetime, config: AgentConfig | None = None, **agent: A
         executor=InlineExecutor(),
         rand=lambda: 0.5,
         status_sink=statuses.append,
+        inhibitor=inhibitor,
         **parts,  # type: ignore[arg-type]
     )
-    return World(agent=the_agent, clock=clock, statuses=statuses, **parts)  # type: ignore[arg-type]
+    return World(
+        agent=the_agent,
+        clock=clock,
+        statuses=statuses,
+        inhibitor=inhibitor,
+        **parts,  # type: ignore[arg-type]
+    )

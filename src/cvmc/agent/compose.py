@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cvmc.agent.adapters.hostprobe import LinuxProbe, WindowsProbe
 from cvmc.agent.adapters.http_coordinator import AgentState, HttpCoordinator
 from cvmc.agent.adapters.image_store import EncryptedImageStore
+from cvmc.agent.adapters.inhibit import LogindInhibitor, WindowsInhibitor
 from cvmc.agent.adapters.keystore import KeyStore, default_keystore
 from cvmc.agent.adapters.minisign import parse_public_key
 from cvmc.agent.adapters.nocloud import IsoSeedFactory
@@ -21,10 +22,10 @@ from cvmc.agent.adapters.resources import PsutilResources
 from cvmc.agent.adapters.system import DirIdentities, SystemClock, write_status
 from cvmc.agent.adapters.virtualbox import VirtualBoxDriver
 from cvmc.agent.domain.config import AgentConfig, ConfigError, parse_config
-from cvmc.agent.ports import HostProbe, Hypervisor, Sessions
+from cvmc.agent.ports import HostProbe, Hypervisor, Sessions, SleepInhibitor
 from cvmc.agent.service.agent import Agent
 
-__all__ = ["Components", "build", "load_config"]
+__all__ = ["Components", "build", "load_config", "sleep_inhibitor"]
 
 DEFAULT_CONFIG = (
     "/etc/cvmc/agent.json" if sys.platform != "win32" else r"C:\ProgramData\cvmc\agent.json"
@@ -86,9 +87,18 @@ class Components:
                 max_workers=1 + config.policy.max_vms, thread_name_prefix="cvmc"
             ),
             status_sink=lambda status: write_status(status_path, status),
+            inhibitor=sleep_inhibitor(),
         )
         self.store.in_use = agent.images_in_use
         return agent
+
+
+def sleep_inhibitor() -> SleepInhibitor:
+    """This platform's sleep inhibitor (grid_policy.keep_awake; the agent holds it while VMs
+    run)."""
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        return WindowsInhibitor()
+    return LogindInhibitor()
 
 
 def build(config: AgentConfig) -> Components:

@@ -32,6 +32,7 @@ __all__ = [
     "SeedFactory",
     "Session",
     "Sessions",
+    "SleepInhibitor",
     "SlotIdentity",
     "StoredImage",
     "VmSpec",
@@ -88,6 +89,19 @@ class Resources(ABC):
     @abstractmethod
     def disk_free_mb(self, path: str) -> int:
         """Free space on the file system holding ``path``."""
+
+
+class SleepInhibitor(ABC):
+    """Keeps the desktop awake while research VMs run (``grid_policy.keep_awake``)."""
+
+    @abstractmethod
+    def hold(self, why: str) -> bool:
+        """Keep the desktop from sleeping until :meth:`release`; idempotent. False when the
+        platform refused (the agent runs on, and says so once)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Let the desktop sleep again; idempotent."""
 
 
 class HostProbe(ABC):

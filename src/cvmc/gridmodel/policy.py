@@ -29,10 +29,14 @@ POLICY_KEYS: tuple[str, ...] = (
     "holidays",
     "require_hw_virtualization",
     "min_battery_percent",
+    "keep_awake",
 )
 BLACKOUT_KEYS: tuple[str, ...] = ("name", "applies", "days", "start", "end")
 DEFAULT_REQUIRE_HW_VIRTUALIZATION = True
 DEFAULT_MIN_BATTERY_PERCENT = 50
+#: While a research VM runs, the agent keeps the desktop from sleeping (a logind inhibitor on
+#: Linux, SetThreadExecutionState on Windows) and lets it sleep again when the VM stops.
+DEFAULT_KEEP_AWAKE = True
 _TIME = re.compile(r"\A(\d{2}):(\d{2})\Z")
 _DATE = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z")
 _MINUTES_PER_DAY = 24 * 60
@@ -63,6 +67,7 @@ class Policy:
     holidays: frozenset[dt.date]
     require_hw_virtualization: bool = DEFAULT_REQUIRE_HW_VIRTUALIZATION
     min_battery_percent: int = DEFAULT_MIN_BATTERY_PERCENT
+    keep_awake: bool = DEFAULT_KEEP_AWAKE
 
 
 def parse_time(value: object, *, name: str = "value") -> int:
@@ -130,7 +135,7 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
     """Validate the policy mapping of the grid model (``grid_policy``).
 
     Absent keys take the role's defaults: no blackouts, no holidays,
-    ``require_hw_virtualization: true``, ``min_battery_percent: 50``.
+    ``require_hw_virtualization: true``, ``min_battery_percent: 50``, ``keep_awake: true``.
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
@@ -160,11 +165,13 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
         "grid_policy.min_battery_percent",
         name=f"{name}.min_battery_percent",
     )
+    keep_awake = limits.flag(raw.get("keep_awake", DEFAULT_KEEP_AWAKE), name=f"{name}.keep_awake")
     return Policy(
         blackouts=blackouts,
         holidays=frozenset(holidays),
         require_hw_virtualization=require,
         min_battery_percent=battery,
+        keep_awake=keep_awake,
     )
 
 

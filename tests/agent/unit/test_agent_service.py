@@ -8,8 +8,9 @@ import threading
 
 import jsonschema
 import pytest
-from agent.agent_fakes import FakeVm, make_world
+from agent.agent_fakes import FakeVm, lab_config_dict, lab_grid, make_world
 
+from cvmc.agent.domain.config import parse_config
 from cvmc.agent.ports import ImageError, Session, VmSpec
 from cvmc.agent.service.agent import MAX_TICK_FAILURES, AgentFailedError, tick_backoff
 from cvmc.protocol import HEARTBEAT_SCHEMA
@@ -262,3 +263,56 @@ def test_a_heartbeat_reply_that_breaks_anything_is_a_failed_heartbeat(
     world.run_for(30)
     assert "coordinator.unreachable" in events(caplog)
     assert not world.agent.coordinator_ok
+
+
+# -- grid_policy.keep_awake -----------------------------------------------------------------
+
+
+def test_the_desktop_is_kept_awake_exactly_while_a_vm_works() -> None:
+    idle = make_world(MONDAY_NIGHT)
+    idle.run_for(3)
+    assert not idle.inhibitor.held  # nothing runs: the desktop may sleep
+    world = make_world(MONDAY_NIGHT)
+    world.lease("l-1", BOINC)
+    world.run_for(5)
+    assert world.states() == ["running", "idle"]
+    assert world.inhibitor.held
+    assert f"hold research VM {BOINC} on this desktop" in world.inhibitor.calls
+    world.drop_lease("l-1")
+    world.run_for(70)  # the next heartbeat no longer carries the lease: the VM is vacated
+    assert world.states() == ["idle", "idle"]
+    assert not world.inhibitor.held
+    assert world.inhibitor.calls[-1] == "release"
+
+
+def test_keep_awake_off_never_touches_the_inhibitor() -> None:
+    grid = lab_grid()
+    grid["policy"] = {**grid["policy"], "keep_awake": False}
+    world = make_world(MONDAY_NIGHT, config=parse_config({**lab_config_dict(), "grid": grid}))
+    world.lease("l-1", BOINC)
+    world.run_for(5)
+    assert world.states() == ["running", "idle"]
+    assert world.inhibitor.calls == []
+
+
+def test_a_refused_inhibitor_does_not_stop_the_vm() -> None:
+    world = make_world(MONDAY_NIGHT)
+    world.inhibitor.refuse = True
+    world.lease("l-1", BOINC)
+    world.run_for(5)
+    assert world.states() == ["running", "idle"]
+    assert not world.inhibitor.held
+
+
+def test_an_agent_that_fails_and_one_that_stops_let_the_desktop_sleep() -> None:
+    world = make_world(MONDAY_NIGHT)
+    world.lease("l-1", BOINC)
+    world.run_for(5)
+    assert world.inhibitor.held
+    world.hypervisor.ignore_acpi = True
+    world.agent.drain(timeout_s=10)
+    stop = threading.Event()
+    stop.set()
+    world.agent.run(stop)  # stops at once: drains, then releases
+    assert not world.inhibitor.held
+    assert world.inhibitor.calls[-1] == "release"

@@ -8,6 +8,8 @@
     cvmc config check [FILE]  parse a config file with the agent's own parser (roles' validate:)
     cvmc kvm-probe            does KVM (else TCG) run a vCPU here, as this user? (JSON; roles
                               pick the accel with it)
+    cvmc inhibit-probe        may this user keep the desktop awake (logind's inhibitor, as the
+                              agent holds it while VMs run)? (JSON)
     cvmc images list          installed images
     cvmc images verify        re-check every installed image's signature and digest
     cvmc images gc            evict to the budget
@@ -36,6 +38,7 @@ from typing import Any
 from cvmc import __version__
 from cvmc.agent import compose
 from cvmc.agent.adapters import minisign
+from cvmc.agent.adapters.inhibit import LogindInhibitor
 from cvmc.agent.adapters.process import run_command
 from cvmc.agent.adapters.qemu import probe_accel, probe_kvm
 from cvmc.agent.domain.config import ConfigError
@@ -237,6 +240,29 @@ def cmd_kvm_probe(args: argparse.Namespace) -> int:
     return 0 if accel else 1
 
 
+def cmd_inhibit_probe(args: argparse.Namespace) -> int:
+    """Take the agent's own sleep inhibitor for this user, look for it in logind's list, and
+    release it; prints one JSON object. Exit 0 when logind granted and listed it, 1 otherwise
+    (no polkit, say: the agent then runs on, and the desktop may sleep under a VM)."""
+    inhibitor = LogindInhibitor(who=args.who)
+    held = inhibitor.hold("cvmc inhibit-probe")
+    listed = False
+    error = None
+    try:
+        if held:
+            out = run_command(["systemd-inhibit", "--list", "--no-pager", "--no-legend"], 30)
+            listed = any(
+                args.who in line.split() and "block" in line.split()
+                for line in out.stdout.splitlines()
+            )
+    except HypervisorError as exc:
+        error = str(exc)
+    finally:
+        inhibitor.release()
+    print(json.dumps({"held": held, "listed": listed, "who": args.who, "error": error}))
+    return 0 if held and listed else 1
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     config = compose.load_config(_config_path(args))
     store = compose.build(config).store
@@ -354,6 +380,11 @@ def parser() -> argparse.ArgumentParser:
     kvm.add_argument("--qemu", default="qemu-system-x86_64", help="QEMU's system emulator")
     kvm.add_argument("--seconds", type=float, default=1.5, help="how long the vCPU must run")
     kvm.set_defaults(func=cmd_kvm_probe)
+    inhibit = sub.add_parser(
+        "inhibit-probe", help="may this user keep the desktop awake while VMs run"
+    )
+    inhibit.add_argument("--who", default="cvmc", help="the name logind lists the lock under")
+    inhibit.set_defaults(func=cmd_inhibit_probe)
     images = sub.add_parser("images", help="the image store")
     images.add_argument("action", choices=["list", "verify", "gc"])
     images.set_defaults(func=cmd_images)

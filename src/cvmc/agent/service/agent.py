@@ -47,6 +47,7 @@ from cvmc.agent.ports import (
     Resources,
     SeedFactory,
     Sessions,
+    SleepInhibitor,
     VmSpec,
 )
 from cvmc.protocol import Decline, Lease
@@ -174,6 +175,7 @@ class Agent:
         executor: concurrent.futures.Executor,
         rand: Callable[[], float] = random.random,
         status_sink: Callable[[dict[str, Any]], None] | None = None,
+        inhibitor: SleepInhibitor | None = None,
     ) -> None:
         self.config = config
         self.desktop = desktop
@@ -183,6 +185,8 @@ class Agent:
         self.executor = executor
         self.rand = rand
         self.status_sink = status_sink
+        # grid_policy.keep_awake: held while any slot is busy, released when all are idle.
+        self.inhibitor = inhibitor if config.policy.windows.keep_awake else None
         self.slots = [Slot(i) for i in range(config.policy.max_vms)]
         self.leases: tuple[Lease, ...] = ()
         self.verdict: Verdict | None = None
@@ -271,8 +275,11 @@ class Agent:
                 remove_leftovers(self.p.hypervisor, self.p.seeds)
             except Exception as again:
                 log_event(LOG, logging.CRITICAL, "orphan.failed", f"cleanup failed: {again}")
+            if self.inhibitor is not None:
+                self.inhibitor.release()
             raise
         self.drain(self.config.agent.vacate_deadline_s + 30.0)
+        self._keep_awake()
         log_event(LOG, logging.INFO, "agent.stopped", "all slots idle; the agent stops")
 
     # -- one tick -------------------------------------------------------------------------
@@ -335,8 +342,21 @@ class Agent:
             self._advance(mono)
         self._send_heartbeat(mono, wall, host, verdict)
         self._publish(mono)
+        self._keep_awake()
         busy = any(s.state in (S.VACATING, S.STOPPED) for s in self.slots)
         return FAST_POLL_S if busy or actions else self.config.agent.poll_s
+
+    def _keep_awake(self) -> None:
+        """Hold the sleep inhibitor while a slot works (fetching, starting, running or
+        vacating a VM), and release it once every slot is idle or stopped."""
+        if self.inhibitor is None:
+            return
+        busy = [s for s in self.slots if s.state not in (S.IDLE, S.STOPPED)]
+        if busy:
+            names = sorted({s.vm_name for s in busy if s.vm_name})
+            self.inhibitor.hold(f"research VM {', '.join(names) or 'starting'} on this desktop")
+        else:
+            self.inhibitor.release()
 
     def _check_clock(self, wall: dt.datetime, mono: float) -> None:
         if self._last_clock is not None:
