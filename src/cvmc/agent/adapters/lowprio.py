@@ -22,6 +22,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import platform
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -46,13 +48,18 @@ _IOPRIO_WHO_PROCESS = 1
 _SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31)}  # (ioprio_set, ioprio_get)
 _PERIOD_US = 100_000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_NR = _SYSCALLS.get(os.uname().machine)
+# Linux only; the module is imported on Windows too (the agent's composition root), where the
+# QEMU driver is never built, so nothing is loaded there.
+_LINUX = sys.platform.startswith("linux")
+_libc = (
+    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True) if _LINUX else None
+)
+_NR = _SYSCALLS.get(platform.machine()) if _LINUX else None
 
 
 def ioprio_set(pid: int, klass: int, level: int) -> int:
     """``ioprio_set`` for the thread or process ``pid`` (0: this one); the call's result."""
-    if _NR is None:
+    if _NR is None or _libc is None:
         return -1
     return int(
         _libc.syscall(_NR[0], _IOPRIO_WHO_PROCESS, pid, (klass << _IOPRIO_CLASS_SHIFT) | level)
@@ -61,8 +68,8 @@ def ioprio_set(pid: int, klass: int, level: int) -> int:
 
 def ioprio_get(pid: int) -> tuple[int, int]:
     """The I/O priority class and level of ``pid`` (``ioprio_get``), e.g. ``(3, 0)`` for idle."""
-    if _NR is None:
-        raise OSError(f"ioprio_get: no system call number for {os.uname().machine}")
+    if _NR is None or _libc is None:
+        raise OSError(f"ioprio_get: no system call number for {platform.machine()}")
     value = int(_libc.syscall(_NR[1], _IOPRIO_WHO_PROCESS, pid))
     if value < 0:
         err = ctypes.get_errno()
@@ -72,7 +79,7 @@ def ioprio_get(pid: int) -> tuple[int, int]:
 
 def lower_priority() -> None:
     """This process to nice 19 and the idle I/O class (a ``preexec_fn``; see the docstring)."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, 0, LOW_NICE)
     ioprio_set(0, IOPRIO_CLASS_IDLE, 0)
 
