@@ -382,6 +382,18 @@ CASES += [
         refused_by=BOTH,
     ),
     Case(
+        "vm-cpu-cap-zero",
+        _vm(cpu_cap_percent=0),
+        f"{VM}.cpu_cap_percent: 0 is out of range; give a whole number from 1 to 100",
+        refused_by=BOTH,
+    ),
+    Case(
+        "vm-cpu-cap-over-100",
+        _vm(cpu_cap_percent=150),
+        f"{VM}.cpu_cap_percent: 150 is out of range",
+        refused_by=BOTH,
+    ),
+    Case(
         "vm-image-url",
         _vm(image="http://images.example.org/its-u11-boinc-20120415.qcow2"),
         f"{VM}.image: 'http://images.example.org/its-u11-boinc-20120415.qcow2' is not a plain "

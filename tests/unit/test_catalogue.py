@@ -23,6 +23,17 @@ CLASSES = [
 LABEL = "grid_vm_types[its-u11-boinc-20120415]"
 
 
+@pytest.mark.parametrize(("cap", "parsed"), [(None, None), (1, 1), (50, 50), (100, 100)])
+def test_cpu_cap_percent_is_optional_and_bounded(cap: int | None, parsed: int | None) -> None:
+    """No cap by default; 1-100 percent of each virtual CPU (the bad values: validation_cases)."""
+    raw = dict(VM) if cap is None else {**VM, "cpu_cap_percent": cap}
+    (vm,) = c.parse_vm_types([raw])
+    assert vm.cpu_cap_percent == parsed
+    assert c.vm_type_problems([{**VM, "cpu_cap_percent": "50"}]) == [
+        f"{LABEL}.cpu_cap_percent: '50' is not a whole number"
+    ]
+
+
 def test_a_type_with_its_defaults_and_caps() -> None:
     bandwidth = c.parse_bandwidth(CLASSES, "standard")
     (vm,) = c.parse_vm_types([VM], bandwidth=bandwidth)

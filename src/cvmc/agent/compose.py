@@ -114,12 +114,14 @@ def build(config: AgentConfig) -> Components:
             qemu=config.agent.qemu_binary,
             qemu_img=config.agent.qemu_img,
             accel=config.agent.qemu_accel,
+            low_priority=config.vm_low_priority,
         )
     else:
         hypervisor = VirtualBoxDriver(
             os.path.join(state_dir, "virtualbox"),
             disk_key=keystore.subkey("disk"),
             vboxmanage=config.agent.vboxmanage,
+            low_priority=config.vm_low_priority,
         )
     store = EncryptedImageStore(
         os.path.join(state_dir, "images"),

@@ -140,6 +140,8 @@ class VmSpec:
     up_bits: int
     seed_iso: str
     disk_gb: int
+    #: The type's CPU execution cap (percent of each virtual CPU); None: no cap.
+    cpu_cap_percent: int | None = None
 
 
 class HypervisorError(RuntimeError):

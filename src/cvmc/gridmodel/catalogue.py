@@ -57,6 +57,7 @@ VM_TYPE_KEYS: tuple[str, ...] = (
     "arch",
     "disk_gb",
     "bandwidth_class",
+    "cpu_cap_percent",
 )
 #: The keys of one bandwidth class.
 CLASS_KEYS: tuple[str, ...] = ("name", "down", "up")
@@ -82,6 +83,12 @@ RANGES: dict[str, limits.Range] = {
         "it, and the value is KB written as MB (4 GB = 4194304 KB)",
     ),
     "disk_gb": limits.Range(1, 65536, "the per-slot disk; at most 64 TiB"),
+    "cpu_cap_percent": limits.Range(
+        1,
+        100,
+        "the share of each virtual CPU's time the VM may use (VirtualBox --cpuexecutioncap, "
+        "QEMU's cgroup cpu.max); leave it out for no cap",
+    ),
 }
 
 #: A VM type's image: a plain file name, the same rule as the signed manifest's ``file``, which
@@ -122,6 +129,8 @@ class VmType:
     bandwidth_class: str | None
     #: The class's caps; None where the input carries no classes (the coordinator's grid file).
     caps: BandwidthClass | None
+    #: The CPU execution cap (percent of each virtual CPU, 1-100); None: no cap.
+    cpu_cap_percent: int | None = None
 
     @property
     def machine(self) -> classad.MachineAttrs:
@@ -354,6 +363,11 @@ def _vm_type(
     cpus = _attempt(problems, _number, raw, "cpus", label)
     memory_mb = _attempt(problems, _number, raw, "memory_mb", label)
     disk_gb = _attempt(problems, _number, raw, "disk_gb", label, DEFAULT_DISK_GB)
+    cpu_cap = (
+        None
+        if raw.get("cpu_cap_percent") is None
+        else _attempt(problems, _number, raw, "cpu_cap_percent", label)
+    )
     os_name = _attempt(
         problems,
         classad.validate_attr_value,
@@ -400,6 +414,7 @@ def _vm_type(
             disk_declared=raw.get("disk_gb") is not None,
             bandwidth_class=cls_name,
             caps=None if classes is None or cls_name is None else classes.get(cls_name),
+            cpu_cap_percent=cpu_cap,
         ),
         problems,
     )

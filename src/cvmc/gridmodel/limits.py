@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "GRID_NAME_PATTERN",
     "INSECURE_HTTP_VARIABLE",
+    "LOW_PRIORITY_VARIABLE",
     "RANGES",
     "Range",
     "coordinator_url",
@@ -166,6 +167,8 @@ def coordinator_url(value: object, *, name: str = "grid_coordinator_url") -> str
 
 #: The grid model variable that lets agents fetch images over plain ``http://`` (a lab only).
 INSECURE_HTTP_VARIABLE = "grid_images_allow_insecure_http"
+#: The switch that runs VMs at nice 19 and the idle I/O class (false: the agent's priority).
+LOW_PRIORITY_VARIABLE = "grid_vm_low_priority"
 
 
 def image_url(value: object, *, allow_insecure_http: bool, name: str = "image URL") -> str:

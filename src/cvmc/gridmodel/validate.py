@@ -54,6 +54,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "desktop_min_memory_mb",
     "coordinator_url",
     "images_allow_insecure_http",
+    "vm_low_priority",
     "coordinator_enrol_token_ttl_s",
     "coordinator_enrol_tokens_not_before",
     "vpn_endpoint",
@@ -331,8 +332,13 @@ def check_memory(model: Model) -> list[str]:
 
 
 def check_policy(model: Model) -> list[str]:
-    """Blackout windows, holidays, the hardware virtualisation flag and the battery threshold."""
-    return _problem(lambda: policy.parse_policy(model["policy"], name="grid_policy"))
+    """Blackout windows, holidays, the hardware virtualisation flag and the battery threshold,
+    and whether VMs run at the lowest CPU and I/O priority (``grid_vm_low_priority``)."""
+    problems = _problem(lambda: policy.parse_policy(model["policy"], name="grid_policy"))
+    problems += _problem(
+        lambda: limits.flag(model["vm_low_priority"], name=limits.LOW_PRIORITY_VARIABLE)
+    )
+    return problems
 
 
 def check_jobs(model: Model) -> list[str]:

@@ -27,6 +27,13 @@ from agent.agent_servers import RangeServer
 from cvmc.agent import compose
 from cvmc.agent.adapters import minisign
 from cvmc.agent.adapters.image_store import EncryptedImageStore
+from cvmc.agent.adapters.lowprio import (
+    IOPRIO_CLASS_BE,
+    IOPRIO_CLASS_IDLE,
+    LOW_NICE,
+    ioprio_get,
+    ioprio_set,
+)
 from cvmc.agent.adapters.nocloud import build_iso
 from cvmc.agent.adapters.qemu import QemuDriver
 from cvmc.agent.domain.config import parse_config
@@ -55,6 +62,21 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
 
 def console(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def assert_low_priority(pid: int) -> None:
+    """Every thread of ``pid`` (vCPUs included) at nice 19 in the idle I/O class; then, where
+    the test runs as root, back at normal priority, so that the boot's time does not depend on
+    the shared machine's other load (a nice-19 guest gets almost no CPU beside busy work)."""
+    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for tid in tids:
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[16]) == LOW_NICE, tid  # field 19 of proc(5): nice
+        assert ioprio_get(tid) == (IOPRIO_CLASS_IDLE, 0), tid
+    if os.geteuid() == 0:
+        for tid in tids:
+            os.setpriority(os.PRIO_PROCESS, tid, 0)
+            ioprio_set(tid, IOPRIO_CLASS_BE, 4)
 
 
 def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
@@ -98,7 +120,18 @@ def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
         )
     )
     spec = VmSpec(
-        "cvmc-slot0", 0, VM, manifest.sha256, "qcow2", 1, 256, 20_000_000, 10_000_000, str(seed), 1
+        "cvmc-slot0",
+        0,
+        VM,
+        manifest.sha256,
+        "qcow2",
+        1,
+        256,
+        20_000_000,
+        10_000_000,
+        str(seed),
+        1,
+        cpu_cap_percent=50,
     )
     driver.create(spec)
     argv = driver.command_line("cvmc-slot0")
@@ -119,8 +152,24 @@ def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
     assert overlay_info["backing-filename"] == str(base)
 
     driver.start("cvmc-slot0")
+    # Low impact (grid_vm_low_priority, the default): QEMU runs at nice 19 in the idle I/O
+    # class, read back from the kernel; the cap is cpu.max where the cgroup is delegated,
+    # else it is reported as not applied and the VM runs all the same.
+    pid = int((tmp_path / "qemu" / "vms" / "cvmc-slot0" / "qemu.pid").read_text())
+    assert_low_priority(pid)
+    why = driver.cgroup.unavailable()
+    if why is None:
+        assert driver.cap_status["cvmc-slot0"] is None
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text().split("::", 1)[1].strip()
+        assert Path(f"/sys/fs/cgroup{cgroup}/cpu.max").read_text().split() == ["50000", "100000"]
+    else:
+        assert driver.cap_status["cvmc-slot0"] == why
     log = tmp_path / "qemu" / "vms" / "cvmc-slot0" / "console.log"
-    booted = wait_for(lambda: "waiting for the power button" in console(log), 120, "the guest")
+    try:
+        booted = wait_for(lambda: "waiting for the power button" in console(log), 120, "the guest")
+    except AssertionError:
+        print(console(log)[-2000:], (log.parent / "qemu.log").read_text()[-2000:])
+        raise
     text = console(log)
     assert "instance-id: i-test-1" in text  # the kernel read our ISO 9660 / Joliet seed
     assert "seed on /dev/vdb" in text
@@ -167,7 +216,9 @@ def test_the_agent_runs_a_leased_vm_and_stops_it_when_a_user_logs_on(tmp_path: P
     lab = lab_desktop(tmp_path, any_logon=True, poll_s=0.5, heartbeat_s=5, vacate_deadline_s=5)
     coordinator, images = lab.coordinator, lab.images
     coordinator.leases = [lab.lease("l-1", VM)]
+    lab.config["grid"]["vm_types"][0]["cpu_cap_percent"] = 40
     config = parse_config(lab.config)
+    assert config.vm_low_priority  # grid_vm_low_priority's default
     components = compose.build(config)
     sessions = FakeSessions()
     components.sessions = sessions
@@ -183,6 +234,12 @@ def test_the_agent_runs_a_leased_vm_and_stops_it_when_a_user_logs_on(tmp_path: P
             assert not declined, f"the lease was declined: {declined}"
             return "waiting for the power button" in console(log)
 
+        # QEMU started (QMP answers): the type's cap reached the hypervisor's spec, and QEMU
+        # runs at the lowest priority.
+        wait_for(lambda: agent.slots[0].state.value == "running", 120, "QEMU to start")
+        vm_dir = tmp_path / "state" / "qemu" / "vms" / "cvmc-slot0"
+        assert json.loads((vm_dir / "spec.json").read_text())["cpu_cap_percent"] == 40
+        assert_low_priority(int((vm_dir / "qemu.pid").read_text()))
         wait_for(booted, 120, "the leased VM")
         assert '"instance-id": "cvmc-lab-pc01-slot0-l-1"' in console(log)
         assert [s.state.value for s in agent.slots] == ["running", "idle"]

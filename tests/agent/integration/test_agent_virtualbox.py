@@ -134,6 +134,10 @@ DOCUMENTED: dict[str, set[str]] = {
         "--description",
         "--nicbandwidthgroup1",
         "--nic-bandwidth-group1",
+        # "--cpuexecutioncap <1-100>" (6.1 and 7.x); "--vm-process-priority
+        # default|flat|low|normal|high" (7.x; the VMProcPriority setting).
+        "--cpuexecutioncap",
+        "--vm-process-priority",
     },
     "storagectl": {"--name", "--add", "--controller", "--portcount", "--hostiocache"},
     "createmedium": {"--filename", "--diffparent", "--format"},
@@ -229,6 +233,7 @@ def test_driver_command_lines(tmp_path: Path, version: str, nic_option: str) -> 
         10_000_000,
         "/seeds/slot0.iso",
         20,
+        cpu_cap_percent=50,
     )
     driver.create(spec)
     driver.start("cvmc-slot0")
@@ -241,6 +246,13 @@ def test_driver_command_lines(tmp_path: Path, version: str, nic_option: str) -> 
         c.startswith("modifyvm cvmc-slot0 --memory 700 --cpus 2") and "--nic1 nat" in c
         for c in flat
     )
+    modify = next(c for c in fake.calls if c[:2] == ["modifyvm", "cvmc-slot0"] and "--cpus" in c)
+    assert modify[modify.index("--cpuexecutioncap") + 1] == "50"  # the type's cap
+    # grid_vm_low_priority (the default): a low process priority where VBoxManage has it (7.x).
+    if nic_option == "--nic-bandwidth-group1":
+        assert modify[modify.index("--vm-process-priority") + 1] == "low"
+    else:
+        assert "--vm-process-priority" not in modify
     assert "bandwidthctl cvmc-slot0 add cvmc-net --type network --limit 10m" in flat
     assert f"modifyvm cvmc-slot0 {nic_option} cvmc-net" in flat
     assert any(
@@ -310,3 +322,16 @@ def test_live_virtualbox_parsers_and_version(tmp_path: Path) -> None:
         )
         assert info.get("name") == name
         assert vbox_parse.vm_state(info) != "unknown"
+
+
+def test_no_cap_and_normal_priority_add_no_options(tmp_path: Path) -> None:
+    """A type without cpu_cap_percent, with grid_vm_low_priority false: neither option."""
+    fake = RecordedVBoxManage("7.1.4r165100")
+    driver = VirtualBoxDriver(str(tmp_path), disk_key=bytes(32), runner=fake, low_priority=False)
+    sha = "d" * 64
+    driver.prepare_base(sha, "vdi", Bytes(b"<<< VirtualBox Disk Image >>>" + bytes(1000)))
+    spec = VmSpec("cvmc-slot1", 1, "t", sha, "vdi", 1, 512, 8_000, 8_000, "/seeds/s1.iso", 20)
+    driver.create(spec)
+    modify = next(c for c in fake.calls if c[:2] == ["modifyvm", "cvmc-slot1"] and "--cpus" in c)
+    assert "--cpuexecutioncap" not in modify
+    assert "--vm-process-priority" not in modify

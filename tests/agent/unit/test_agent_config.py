@@ -90,3 +90,15 @@ def test_the_issues_examples_are_refused_here_too(
     node[path[-1]] = value
     with pytest.raises(ConfigError, match=message):
         parse_config(raw)
+
+
+def test_vm_low_priority_defaults_on_and_takes_only_a_bool() -> None:
+    """grid_vm_low_priority: absent means the lowest priority; a string is refused by name."""
+    raw = lab_config_dict()
+    raw["grid"].pop("vm_low_priority", None)
+    assert parse_config(raw).vm_low_priority is True
+    raw["grid"]["vm_low_priority"] = False
+    assert parse_config(raw).vm_low_priority is False
+    raw["grid"]["vm_low_priority"] = "no"
+    with pytest.raises(ConfigError, match=r"^grid_vm_low_priority: 'no' is not true or false"):
+        parse_config(raw)

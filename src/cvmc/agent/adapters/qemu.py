@@ -18,14 +18,19 @@ The base is imported with ``qemu-img convert`` reading the verified image from a
 NBD export (``nbd``), so the plaintext never reaches the disk. VMs run with
 ``-blockdev ... cache.direct=on`` (``cache=none``), user-mode NAT networking, a seccomp
 sandbox, in a session of their own; ``system_powerdown`` presses the ACPI power button, ``quit``
-pulls the plug. QEMU has no per-NIC rate limit, so on QEMU desktops the VM's bandwidth cap
-is the VPN gateway's per-tunnel cap (documented in docs/agent.md).
+pulls the plug. With ``low_priority`` (``grid_vm_low_priority``, the default) QEMU starts at
+nice 19 in the idle I/O class, and a type's ``cpu_cap_percent`` becomes a cgroup v2
+``cpu.max`` where the agent's cgroup is delegated (``cvmc.agent.adapters.lowprio``); elsewhere
+the cap is logged as not applied and the VM runs. QEMU has no per-NIC rate limit, so on QEMU
+desktops the VM's bandwidth cap is the VPN gateway's per-tunnel cap (documented in
+docs/agent.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 
 from cvmc.agent.adapters.files import write_private
+from cvmc.agent.adapters.lowprio import CgroupCap, lower_priority
 from cvmc.agent.adapters.nbd import NbdServer
 from cvmc.agent.adapters.process import Runner, run_command
 from cvmc.agent.adapters.qmp import QmpError, qmp_command
@@ -48,6 +54,7 @@ __all__ = ["SANDBOX", "QemuDriver", "probe_accel", "probe_kvm", "qcow2_virtual_s
 _VERSION = re.compile(r"QEMU emulator version (\S+)")
 _SHA = re.compile(r"\A[0-9a-f]{64}\Z")
 _VM = re.compile(rf"\A{VM_PREFIX}\d+\Z")
+LOG = logging.getLogger(__name__)
 
 
 def qcow2_virtual_size(header: bytes) -> int:
@@ -137,8 +144,14 @@ class QemuDriver(Hypervisor):
         qemu_img: str = "qemu-img",
         accel: str = "auto",
         runner: Runner = run_command,
+        low_priority: bool = True,
+        cgroup: CgroupCap | None = None,
     ) -> None:
         self.root = Path(root)
+        self.low_priority = low_priority
+        self.cgroup = cgroup if cgroup is not None else CgroupCap()
+        #: Per VM: None when its cpu cap is applied, else why not (absent: no cap asked).
+        self.cap_status: dict[str, str | None] = {}
         self.qemu = qemu
         self.qemu_img = qemu_img
         self._accel_setting = accel
@@ -323,8 +336,10 @@ class QemuDriver(Hypervisor):
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=lower_priority if self.low_priority else None,  # noqa: PLW1509
             )
         self._procs[vm_id] = proc
+        self._cap(vm_id, proc.pid)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -337,6 +352,18 @@ class QemuDriver(Hypervisor):
             time.sleep(0.1)
         self.power_off(vm_id)
         raise HypervisorError(f"{vm_id}: QEMU did not come up within 60 s")
+
+    def _cap(self, vm_id: str, pid: int) -> None:
+        """Apply the type's ``cpu_cap_percent``, if any; a cap that cannot be set is logged."""
+        spec = json.loads((self._dir(vm_id) / "spec.json").read_text())
+        percent = spec.get("cpu_cap_percent")
+        if percent is None:
+            return
+        why = self.cgroup.apply(vm_id, pid, int(percent), int(spec["cpus"]))
+        self.cap_status[vm_id] = why
+        if why is not None:
+            LOG.warning("%s: cpu_cap_percent=%s not applied, the VM runs uncapped: %s",
+                        vm_id, percent, why)  # fmt: skip
 
     def _pid(self, vm_id: str) -> int | None:
         try:
@@ -389,6 +416,8 @@ class QemuDriver(Hypervisor):
         if self.is_running(vm_id):
             self.power_off(vm_id)
         shutil.rmtree(vm_dir, ignore_errors=True)
+        self.cgroup.remove(vm_id)
+        self.cap_status.pop(vm_id, None)
         if vm_dir.exists():
             raise HypervisorError(f"{vm_dir}: could not be removed")
 

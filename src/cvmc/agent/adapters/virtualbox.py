@@ -6,12 +6,13 @@ only during that import, in the service account's private (on Windows EFS-encryp
 profile; a marker file is written only after encryption succeeds, and an unmarked base is
 deleted as half-done on the next start.
 
-Per slot: ``createvm``, ``modifyvm`` (memory, cpus, ACPI, NAT), ``storagectl --hostiocache
-off``, a differencing disk (``createmedium --diffparent``) that inherits the base's
-encryption, the NoCloud seed as a DVD, a ``bandwidthctl`` network group capped at the VM
-type's rate (``cvmc.gridmodel.bandwidth.vbox_limit``), ``startvm --type headless`` and
-``controlvm addencpassword``. Stop: ``controlvm acpipowerbutton``, then ``poweroff`` after the
-deadline. Remove: ``unregistervm --delete``.
+Per slot: ``createvm``, ``modifyvm`` (memory, cpus, ACPI, NAT, the type's
+``--cpuexecutioncap`` and, with ``grid_vm_low_priority``, ``--vm-process-priority low``),
+``storagectl --hostiocache off``, a differencing disk (``createmedium --diffparent``) that
+inherits the base's encryption, the NoCloud seed as a DVD, a ``bandwidthctl`` network group
+capped at the VM type's rate (``cvmc.gridmodel.bandwidth.vbox_limit``), ``startvm --type
+headless`` and ``controlvm addencpassword``. Stop: ``controlvm acpipowerbutton``, then
+``poweroff`` after the deadline. Remove: ``unregistervm --delete``.
 
 VirtualBox limits only the traffic a VM *sends* on a bandwidth-group NIC, so the group gets
 the type's ``up`` cap; the gateway enforces ``down``.
@@ -52,8 +53,10 @@ class VirtualBoxDriver(Hypervisor):
         disk_key: bytes,
         vboxmanage: str = "VBoxManage",
         runner: Runner = run_command,
+        low_priority: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.low_priority = low_priority
         self.vbm = vboxmanage
         self._run = runner
         self._version: tuple[int, int, int] | None = None
@@ -209,6 +212,7 @@ class VirtualBoxDriver(Hypervisor):
                 "nat",
                 "--description",
                 f"cvmc slot {spec.slot}: {spec.vm_name}",
+                *self._impact_options(spec),
             )
             self._vbm(
                 "storagectl",
@@ -250,6 +254,17 @@ class VirtualBoxDriver(Hypervisor):
         except (HypervisorError, ValueError):
             self.destroy(vm)
             raise
+
+    def _impact_options(self, spec: VmSpec) -> list[str]:
+        """The type's CPU execution cap (percent of each virtual CPU, 1-100) and, with
+        ``low_priority``, the VM process's low priority (VirtualBox 7.0 and later; 6.1 has no
+        such option, the cap still applies)."""
+        options: list[str] = []
+        if spec.cpu_cap_percent is not None:
+            options += ["--cpuexecutioncap", str(int(spec.cpu_cap_percent))]
+        if self.low_priority and self.version_tuple() >= (7, 0, 0):
+            options += ["--vm-process-priority", "low"]
+        return options
 
     def start(self, vm_id: str) -> None:
         vm = self._check_vm(vm_id)

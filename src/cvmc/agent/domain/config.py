@@ -51,6 +51,7 @@ GRID_KEYS: tuple[str, ...] = (
     "desktop_min_memory_mb",
     "coordinator_url",
     "images_allow_insecure_http",
+    "vm_low_priority",
 )
 #: Defaults of an absent grid key: the grid role's (roles/grid/defaults/main.yml).
 _GRID_DEFAULTS: dict[str, Any] = {
@@ -58,6 +59,7 @@ _GRID_DEFAULTS: dict[str, Any] = {
     "host_memory_reserve_mb": 1024,
     "bandwidth_default_class": "standard",
     "images_allow_insecure_http": False,
+    "vm_low_priority": True,
 }
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -111,6 +113,8 @@ class AgentConfig:
     agent: AgentSettings
     #: grid_images_allow_insecure_http: image URLs (and redirects) may be http:// (a lab).
     images_allow_insecure_http: bool = False
+    #: grid_vm_low_priority: VMs run at the lowest CPU and I/O priority.
+    vm_low_priority: bool = True
 
 
 def _mapping(raw: object, name: str) -> Mapping[str, Any]:
@@ -288,6 +292,9 @@ def parse_config(raw: object) -> AgentConfig:
         _grid_value(grid, "images_allow_insecure_http"),
         name=limits.INSECURE_HTTP_VARIABLE,
     )
+    low_priority = _wrap(
+        limits.flag, _grid_value(grid, "vm_low_priority"), name=limits.LOW_PRIORITY_VARIABLE
+    )
     if "desktop_min_memory_mb" in grid:
         smallest = _wrap(
             limits.setting, grid["desktop_min_memory_mb"], "grid_desktop_min_memory_mb"
@@ -301,4 +308,5 @@ def parse_config(raw: object) -> AgentConfig:
         coordinator_url=url.rstrip("/"),
         agent=parse_settings(agent),
         images_allow_insecure_http=insecure_http,
+        vm_low_priority=low_priority,
     )

@@ -641,6 +641,7 @@ class Agent:
             up_bits=vm_type.up_bits,
             seed_iso=seed,
             disk_gb=vm_type.disk_gb,
+            cpu_cap_percent=vm_type.cpu_cap_percent,
         )
         self.p.hypervisor.create(spec)
         self._check(launch)
