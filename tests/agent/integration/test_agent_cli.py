@@ -172,6 +172,32 @@ def test_kvm_probe_without_qemu_exits_1(capsys: pytest.CaptureFixture[str]) -> N
     assert "not found" in report["error"]
 
 
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="QEMU missing")
+def test_the_probe_needs_the_guest_to_finish_its_boot(tmp_path: Path) -> None:
+    """The probe's guest boots through BIOS, a protected-mode switch and an iret, then exits
+    QEMU with 99. A QEMU that runs but never lets the guest finish (a vCPU stuck, as a broken
+    nested KVM leaves it) or exits otherwise is a failed probe, not a working accelerator."""
+    from cvmc.agent.adapters.qemu import PROBE_DISK, PROBE_EXIT, probe_accel  # noqa: PLC0415
+
+    assert len(PROBE_DISK) == 1024 * 1024
+    assert PROBE_DISK[510:512] == b"\x55\xaa"
+    assert PROBE_EXIT == (0x31 << 1) | 1
+    assert probe_accel("qemu-system-x86_64", "tcg") is True
+    stuck = tmp_path / "stuck-qemu"
+    # The real QEMU, but the guest's exit port is elsewhere: its write goes nowhere.
+    stuck.write_text(
+        f"#!{sys.executable}\nimport os, sys\n"
+        "args = [a.replace('iobase=0xf4', 'iobase=0x500') for a in sys.argv[1:]]\n"
+        "os.execvp('qemu-system-x86_64', ['qemu-system-x86_64', *args])\n"
+    )
+    stuck.chmod(0o755)
+    assert probe_accel(str(stuck), "tcg", seconds=3) is False
+    failing = tmp_path / "failing-qemu"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    assert probe_accel(str(failing), "tcg") is False
+
+
 FAILING_AGENT = """
 import sys
 import cvmc.agent.service.agent as loop

@@ -211,8 +211,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_kvm_probe(args: argparse.Namespace) -> int:
-    """Whether KVM runs a vCPU for the user running this (the agent's own probe, which starts a
-    tiny VM with ``-accel kvm -cpu host`` under QEMU's seccomp sandbox), and whether TCG does;
+    """Whether KVM runs a guest for the user running this (the agent's own probe, which boots a
+    tiny guest through a protected-mode switch with ``-accel kvm -cpu host`` under QEMU's
+    seccomp sandbox), and whether TCG does;
     prints one JSON object. ``accel`` is what the agent will use: kvm, else tcg (the fallback).
     Exit 0 when a vCPU runs either way, 1 when QEMU runs none (or does not start)."""
     try:
@@ -378,7 +379,9 @@ def parser() -> argparse.ArgumentParser:
     config_check.set_defaults(func=cmd_config_check)
     kvm = sub.add_parser("kvm-probe", help="does KVM run a vCPU here, as this user")
     kvm.add_argument("--qemu", default="qemu-system-x86_64", help="QEMU's system emulator")
-    kvm.add_argument("--seconds", type=float, default=1.5, help="how long the vCPU must run")
+    kvm.add_argument(
+        "--seconds", type=float, default=15.0, help="how long the probe guest may take to boot"
+    )
     kvm.set_defaults(func=cmd_kvm_probe)
     inhibit = sub.add_parser(
         "inhibit-probe", help="may this user keep the desktop awake while VMs run"
