@@ -41,8 +41,9 @@ GRID_REPO_PACKAGES=(
   # for the backups, acl for Ansible's become_user to the service account
   nginx python3-venv sqlite3 acl
   # linux_desktop: QEMU from the distribution (the agent's hypervisor) and qemu-img, and
-  # pam_systemd, without which logind never learns of an owner's logon (a desktop has it)
-  qemu-system-x86 qemu-utils libpam-systemd
+  # pam_systemd, without which logind never learns of an owner's logon (a desktop has it), and
+  # polkitd, which logind asks before it grants the agent's sleep inhibitor
+  qemu-system-x86 qemu-utils libpam-systemd polkitd
 )
 case $suite in
   # htcondor (install source "distribution"): Debian 13 ships HTCondor as the package condor.
