@@ -19,10 +19,11 @@ tree from it in a staging directory and lets ``ansible-galaxy collection build``
 
 Every file is copied at build time, never edited twice: the sources stay the one truth.
 
-usage: python scripts/build_collection.py --output-dir DIR [--staging DIR]
+usage: python scripts/build_collection.py --output-dir DIR [--staging DIR [--sanity]]
 
 prints the tarball's path. With ``--staging DIR`` the tree is assembled in
-``DIR/ansible_collections/desktopgrid/grid`` and kept (``ansible-test sanity`` runs there).
+``DIR/ansible_collections/desktopgrid/grid`` and kept; ``--sanity`` then runs there the
+``ansible-test sanity`` tests that work offline (``SANITY_TESTS``; ``make collection-sanity``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,29 @@ NAME = "grid"
 FQCN_PREFIX = f"ansible_collections.{NAMESPACE}.{NAME}.plugins"
 # The packages of src/cvmc the filter plugins import (stdlib and ansible only).
 VENDORED_PACKAGES = ("gridmodel", "ansible")
+# The ansible-test sanity tests that run offline. The others (validate-modules, yamllint, pylint,
+# pep8, import, ansible-doc, changelog, runtime-metadata) install their requirements into a venv
+# that ansible-test bootstraps with a pip script downloaded from ansible's CI file server, which
+# this project's machines cannot reach; tests/integration/test_collection.py runs ansible-doc on
+# every module itself, and the checkout's `make lint` runs yamllint and ansible-lint.
+SANITY_TESTS = (
+    "action-plugin-docs",
+    "compile",
+    "empty-init",
+    "ignores",
+    "line-endings",
+    "no-assert",
+    "no-get-exception",
+    "no-illegal-filenames",
+    "no-smart-quotes",
+    "replace-urlopen",
+    "shebang",
+    "symlinks",
+    "use-argspec-type-path",
+    "use-compat-six",
+)
+# ansible-core versions whose ansible-test reads collection/tests/sanity/ignore.txt.
+SANITY_IGNORE_VERSIONS = ("2.19", "2.20")
 
 
 def project_version() -> str:
@@ -173,6 +197,13 @@ def assemble(dest: Path) -> None:
     (dest / "changelogs").mkdir()
     shutil.copy2(ROOT / "changelogs" / "changelog.yaml", dest / "changelogs" / "changelog.yaml")
     shutil.copy2(ROOT / "changelogs" / "config.yaml", dest / "changelogs" / "config.yaml")
+    # ansible-test reads the ignore file of the running ansible-core's major.minor (no comments
+    # allowed in it). It lists the scripts roles install on managed hosts, which run there with
+    # python3: ansible-test's shebang test allows only "#!/usr/bin/env python" outside modules.
+    sanity = dest / "tests" / "sanity"
+    sanity.mkdir(parents=True)
+    for core in SANITY_IGNORE_VERSIONS:
+        shutil.copy2(ROOT / "collection/tests/sanity/ignore.txt", sanity / f"ignore-{core}.txt")
     (dest / "galaxy.yml").write_text(galaxy_yml(project_version()), encoding="utf-8")
 
 
@@ -191,13 +222,31 @@ def build(output_dir: Path, staging: Path | None) -> Path:
     return tarball
 
 
+def sanity(tree: Path) -> int:
+    """Run the offline ansible-test sanity tests on an assembled tree; their exit status."""
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    tests = [arg for name in SANITY_TESTS for arg in ("--test", name)]
+    ansible_test = str(Path(sys.executable).parent / "ansible-test")
+    cmd = [ansible_test, "sanity", "--local", "--python", python, *tests]
+    return subprocess.run(cmd, cwd=tree, check=False).returncode  # noqa: S603
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--staging", type=Path, help="keep the assembled tree under this folder")
+    parser.add_argument(
+        "--sanity",
+        action="store_true",
+        help="then run the offline ansible-test sanity tests in the staging tree (needs --staging)",
+    )
     args = parser.parse_args(argv)
     staging = args.staging.resolve() if args.staging is not None else None
-    print(build(args.output_dir.resolve(), staging))
+    if args.sanity and staging is None:
+        parser.error("--sanity needs --staging")
+    print(build(args.output_dir.resolve(), staging), flush=True)
+    if args.sanity and staging is not None:
+        return sanity(staging / "ansible_collections" / NAMESPACE / NAME)
     return 0
 
 
