@@ -67,11 +67,11 @@ testhosts:
 collection: venv
 	$(BIN)/python scripts/build_collection.py --output-dir dist
 
-## Build it in .cache/collection-sanity and run the ansible-test sanity tests that work offline.
+## Build it in a temporary folder and run the ansible-test sanity tests that work offline. Not
+## under .cache: ansible-test would skip every file there, as the checkout's .gitignore does.
 collection-sanity: venv
-	rm -rf .cache/collection-sanity
-	$(BIN)/python scripts/build_collection.py --output-dir .cache/collection-sanity/dist \
-	  --staging .cache/collection-sanity --sanity
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(BIN)/python scripts/build_collection.py --output-dir "$$tmp/dist" --staging "$$tmp" --sanity
 
 bench: venv
 	$(BIN)/python bench/grid_model.py
