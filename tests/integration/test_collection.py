@@ -203,6 +203,20 @@ def test_validate_playbook_passes_on_the_example_inventory(installed: Installed)
     assert "failed=0" in result.stdout
 
 
+def test_every_playbook_of_the_collection_passes_a_syntax_check(installed: Installed) -> None:
+    names = [f"{FQCN}.{p.stem}" for p in sorted((ROOT / "playbooks").glob("*.yml"))]
+    assert f"{FQCN}.site" in names
+    result = _run(
+        [str(installed.python), "-m", "ansible.cli.playbook", "--syntax-check",
+         "-i", str(_inventory(installed, "syntax")), *names],
+        installed.env,
+        installed.cwd,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in names:
+        assert f"/playbooks/{name.rsplit('.', 1)[1]}.yml" in result.stdout, name
+
+
 def _gate_message(output: str) -> str:
     """The gate's problem, from the failed task's error line: ``grid_research_network (...)...``."""
     match = re.search(r"Action failed: \['(grid_research_network [^']*)'\]", output)
