@@ -207,12 +207,26 @@ def assemble(dest: Path) -> None:
     (dest / "galaxy.yml").write_text(galaxy_yml(project_version()), encoding="utf-8")
 
 
+def check_rewritten(dest: Path) -> None:
+    """Stop the build if a file still names the checkout's layout (a form the rewrites miss)."""
+    own_utils = "|".join(map(re.escape, module_utils_names())) or "(?!)"
+    stale = re.compile(
+        rf"^\s*(from cvmc\b|import cvmc\b)|\bansible\.module_utils\.({own_utils})\b", re.MULTILINE
+    )
+    bad = sorted(
+        str(p.relative_to(dest)) for p in dest.rglob("*.py") if stale.search(p.read_text())
+    )
+    if bad:
+        raise SystemExit(f"not rewritten for the collection: {', '.join(bad)}")
+
+
 def build(output_dir: Path, staging: Path | None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="collection-") as tmp:
         base = staging if staging is not None else Path(tmp)
         tree = base / "ansible_collections" / NAMESPACE / NAME
         assemble(tree)
+        check_rewritten(tree)
         galaxy = [sys.executable, "-m", "ansible.cli.galaxy", "collection", "build", "--force"]
         cmd = [*galaxy, "--output-path", str(output_dir)]
         subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
