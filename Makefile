@@ -14,7 +14,8 @@ PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench sc
 # nothing (molecule/default/molecule.yml says why it exists).
 SCENARIOS := $(filter-out default,$(sort $(notdir $(wildcard molecule/*))))
 
-.PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps
+.PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps \
+	collection collection-sanity
 
 ## Bring up the lab grid (containers on this machine) and run playbooks/site.yml against it.
 lab: venv testhosts
@@ -40,6 +41,7 @@ lint: venv
 	mypy
 	yamllint --strict .
 	ansible-lint --strict
+	antsibull-changelog lint
 
 # testhosts first: the image and lab tests need its base images and apt repositories (in CI a
 # missing one fails them, it never skips them).
@@ -60,6 +62,16 @@ molecule: venv testhosts
 
 testhosts:
 	bash scripts/testhosts.sh
+
+## Build the Ansible collection desktopgrid.grid into dist/ (scripts/build_collection.py).
+collection: venv
+	$(BIN)/python scripts/build_collection.py --output-dir dist
+
+## Build it in a temporary folder and run the ansible-test sanity tests that work offline. Not
+## under .cache: ansible-test would skip every file there, as the checkout's .gitignore does.
+collection-sanity: venv
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(BIN)/python scripts/build_collection.py --output-dir "$$tmp/dist" --staging "$$tmp" --sanity
 
 bench: venv
 	$(BIN)/python bench/grid_model.py

@@ -46,7 +46,9 @@ def example_render(tmp_path_factory: pytest.TempPathFactory) -> Run:
         root,
         {
             "htcondor_install": False,
-            "htcondor_pool_signing_key": fresh_key(),
+            # What a site puts in group_vars/all/vault.yml (docs/secrets.md).
+            "vault_htcondor_pool_signing_key": fresh_key(),
+            "vault_htcondor_vm_signing_key": fresh_key(),
             "condor_submit_vm_token_issuer_user": "",
         },
         inventory="example",
