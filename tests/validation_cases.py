@@ -523,6 +523,12 @@ CASES += [
         refused_by=(AGENT,),  # the coordinator's role renders it through | bool
     ),
     Case(
+        "keep-awake-string",
+        _policy(keep_awake="yes"),
+        "grid_policy.keep_awake: 'yes' is not true or false",
+        refused_by=(AGENT,),
+    ),
+    Case(
         "policy-unknown-key",
         _policy(min_battery=20),
         "grid_policy.min_battery: unknown key",
