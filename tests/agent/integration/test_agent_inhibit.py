@@ -63,7 +63,7 @@ def test_hold_keeps_one_child_with_loginds_options_until_release(tmp_path: Path)
     assert child is not None
     assert alive(child.pid)
     assert record.read_text().splitlines() == [
-        "--what=sleep:idle",
+        "--what=sleep",
         "--who=cvmc",
         "--why=research VM a on this desktop",
         "--mode=block",

@@ -1,11 +1,12 @@
 """Sleep inhibitors: the desktop stays awake while a research VM runs (``grid_policy.keep_awake``).
 
-- Linux: a logind ``block`` inhibitor for ``sleep:idle``, held by a ``systemd-inhibit`` child
+- Linux: a logind ``block`` inhibitor for ``sleep``, held by a ``systemd-inhibit`` child
   for as long as the agent wants it. logind lets an unprivileged service account take one
-  through polkit (``org.freedesktop.login1.inhibit-block-sleep``, allowed to any user by
-  default), so the desktop needs polkitd (role ``linux_desktop`` installs it). The lock lives
-  as long as the child's file descriptor: the child dies with the agent (``PR_SET_PDEATHSIG``)
-  and with the unit's cgroup, so a crashed agent never keeps a desktop awake.
+  only through polkit (``org.freedesktop.login1.inhibit-block-sleep``, which systemd grants only
+  to an active session): role ``linux_desktop`` installs polkitd and a rule for the account.
+  The lock lives as long as the child's file descriptor: the child dies with the agent
+  (``PR_SET_PDEATHSIG``) and with the unit's cgroup, so a crashed agent never keeps a desktop
+  awake.
 - Windows: ``SetThreadExecutionState(ES_CONTINUOUS | ES_SYSTEM_REQUIRED)`` on the agent's
   loop thread (the state belongs to the calling thread), and ``ES_CONTINUOUS`` alone to
   release it. The display may still turn off: only system sleep is held.
@@ -70,7 +71,9 @@ class LogindInhibitor(SleepInhibitor):
         self._child = None
         argv = [
             *self._command,
-            "--what=sleep:idle",
+            # sleep alone: it already stops an idle suspend, and systemd 252 (Debian 12) checks
+            # a combined what= against a polkit action no rule of ours would name.
+            "--what=sleep",
             f"--who={self._who}",
             f"--why={why[:_MAX_WHY]}",
             "--mode=block",
