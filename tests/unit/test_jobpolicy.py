@@ -14,8 +14,6 @@ import pytest
 
 from cvmc.gridmodel import jobpolicy
 
-NOW = int(time.time())
-
 
 def knobs(**policy: object) -> dict[str, str]:
     return dict(jobpolicy.schedd_config(jobpolicy.parse(policy)))
@@ -68,11 +66,12 @@ def test_a_transient_hold_is_released_after_its_delay_a_limited_number_of_times(
     code: int,
 ) -> None:
     release = knobs(release_after_s=600, max_releases=2)["SYSTEM_PERIODIC_RELEASE"]
+    now = int(time.time())  # time() in the expressions is the real clock, read now
     held = {"JobStatus": 5, "HoldReasonCode": code, "NumSystemHolds": 1}
-    assert evaluate(release, **held, EnteredCurrentStatus=NOW - 601) is True
-    assert evaluate(release, **held, EnteredCurrentStatus=NOW - 30) is False
+    assert evaluate(release, **held, EnteredCurrentStatus=now - 601) is True
+    assert evaluate(release, **held, EnteredCurrentStatus=now - 30) is False
     # An ad without NumSystemHolds (a job never held before) counts as 0.
-    no_count = {"JobStatus": 5, "HoldReasonCode": code, "EnteredCurrentStatus": NOW - 601}
+    no_count = {"JobStatus": 5, "HoldReasonCode": code, "EnteredCurrentStatus": now - 601}
     assert evaluate(release, **no_count) is True
     assert evaluate(release, **{**held, "NumSystemHolds": 3}, EnteredCurrentStatus=0) is False
 
@@ -89,8 +88,9 @@ def test_other_holds_are_never_released(code: int, why: str) -> None:
 
 def test_a_job_held_too_long_is_removed() -> None:
     remove = knobs(remove_held_after_days=2)["SYSTEM_PERIODIC_REMOVE"]
-    assert evaluate(remove, JobStatus=5, EnteredCurrentStatus=NOW - 2 * 86_400 - 60) is True
-    assert evaluate(remove, JobStatus=5, EnteredCurrentStatus=NOW - 86_400) is False
+    now = int(time.time())
+    assert evaluate(remove, JobStatus=5, EnteredCurrentStatus=now - 2 * 86_400 - 60) is True
+    assert evaluate(remove, JobStatus=5, EnteredCurrentStatus=now - 86_400) is False
     assert evaluate(remove, JobStatus=1, EnteredCurrentStatus=0) is False
 
 
