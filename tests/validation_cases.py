@@ -529,6 +529,12 @@ CASES += [
         refused_by=(AGENT,),
     ),
     Case(
+        "owner-idle-beyond-a-day",
+        _policy(owner_idle_minutes=2000),
+        "grid_policy.owner_idle_minutes: 2000 is out of range; give a whole number from 0 to 1440",
+        refused_by=(AGENT,),
+    ),
+    Case(
         "policy-unknown-key",
         _policy(min_battery=20),
         "grid_policy.min_battery: unknown key",

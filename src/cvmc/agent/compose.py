@@ -142,5 +142,6 @@ def build(config: AgentConfig) -> Components:
     else:
         from cvmc.agent.adapters.sessions_linux import LinuxSessions  # noqa: PLC0415
 
-        sessions, probe = LinuxSessions(), LinuxProbe(config.agent.hypervisor)
+        sessions = LinuxSessions(idle=config.policy.windows.owner_idle_minutes > 0)
+        probe = LinuxProbe(config.agent.hypervisor)
     return Components(config, keystore, hypervisor, store, sessions, probe, PsutilResources())

@@ -62,6 +62,9 @@ class Session:
     user: str
     kind: str  # "console", "rdp", "switched" (fast user switching), "tty", "ssh", "other"
     state: str  # platform state, e.g. "active", "disconnected", "online"
+    #: Seconds without keyboard or mouse input, when the adapter was asked for it and the
+    #: platform can tell (grid_policy.owner_idle_minutes); None: unknown, which counts as present.
+    idle_s: float | None = None
 
 
 class Sessions(ABC):

@@ -69,6 +69,13 @@ RANGES: dict[str, Range] = {
     "grid_policy.min_battery_percent": Range(
         0, 100, "a battery charge in percent; 0 never stops grid load for the battery"
     ),
+    "grid_policy.owner_idle_minutes": Range(
+        0,
+        1440,
+        "minutes without keyboard or mouse input after which a logged-on owner no longer "
+        "counts as present for user_present blackouts; 0 keeps the seed's rule (any logon "
+        "counts)",
+    ),
     "grid_coordinator_enrol_token_ttl_s": Range(
         300,
         90 * 86_400,

@@ -30,6 +30,7 @@ POLICY_KEYS: tuple[str, ...] = (
     "require_hw_virtualization",
     "min_battery_percent",
     "keep_awake",
+    "owner_idle_minutes",
 )
 BLACKOUT_KEYS: tuple[str, ...] = ("name", "applies", "days", "start", "end")
 DEFAULT_REQUIRE_HW_VIRTUALIZATION = True
@@ -37,6 +38,11 @@ DEFAULT_MIN_BATTERY_PERCENT = 50
 #: While a research VM runs, the agent keeps the desktop from sleeping (a logind inhibitor on
 #: Linux, SetThreadExecutionState on Windows) and lets it sleep again when the VM stops.
 DEFAULT_KEEP_AWAKE = True
+#: Off: the seed's rule, under which a logged-on owner counts as present however long they
+#: have been away from the keyboard. N > 0 is HTCondor's ``KeyboardIdle`` idea: a session
+#: without keyboard or mouse input for N minutes no longer holds off ``user_present``
+#: blackouts (see :func:`counts_as_present`).
+DEFAULT_OWNER_IDLE_MINUTES = 0
 _TIME = re.compile(r"\A(\d{2}):(\d{2})\Z")
 _DATE = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z")
 _MINUTES_PER_DAY = 24 * 60
@@ -68,6 +74,21 @@ class Policy:
     require_hw_virtualization: bool = DEFAULT_REQUIRE_HW_VIRTUALIZATION
     min_battery_percent: int = DEFAULT_MIN_BATTERY_PERCENT
     keep_awake: bool = DEFAULT_KEEP_AWAKE
+    owner_idle_minutes: int = DEFAULT_OWNER_IDLE_MINUTES
+
+
+def counts_as_present(policy: Policy, idle_s: float | None) -> bool:
+    """Whether a logged-on session counts as its owner present, for ``user_present`` blackouts.
+
+    ``idle_s`` is how long the session has had no keyboard or mouse input, or None when the
+    platform cannot tell (a desktop environment that never reports idleness, a session without
+    a terminal). The seed's rule (``owner_idle_minutes: 0``) counts every session; the opt-in
+    rule counts a session until it has been idle for ``owner_idle_minutes``, and an unknown
+    idleness always counts, so that the opt-in can only ever hold VMs back where it cannot see.
+    """
+    if policy.owner_idle_minutes <= 0 or idle_s is None:
+        return True
+    return idle_s < policy.owner_idle_minutes * 60
 
 
 def parse_time(value: object, *, name: str = "value") -> int:
@@ -135,7 +156,8 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
     """Validate the policy mapping of the grid model (``grid_policy``).
 
     Absent keys take the role's defaults: no blackouts, no holidays,
-    ``require_hw_virtualization: true``, ``min_battery_percent: 50``, ``keep_awake: true``.
+    ``require_hw_virtualization: true``, ``min_battery_percent: 50``, ``keep_awake: true``,
+    ``owner_idle_minutes: 0``.
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
@@ -166,12 +188,18 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
         name=f"{name}.min_battery_percent",
     )
     keep_awake = limits.flag(raw.get("keep_awake", DEFAULT_KEEP_AWAKE), name=f"{name}.keep_awake")
+    owner_idle = limits.setting(
+        raw.get("owner_idle_minutes", DEFAULT_OWNER_IDLE_MINUTES),
+        "grid_policy.owner_idle_minutes",
+        name=f"{name}.owner_idle_minutes",
+    )
     return Policy(
         blackouts=blackouts,
         holidays=frozenset(holidays),
         require_hw_virtualization=require,
         min_battery_percent=battery,
         keep_awake=keep_awake,
+        owner_idle_minutes=owner_idle,
     )
 
 

@@ -23,6 +23,7 @@ from cvmc.agent.domain.engine import HostState, HwVirt, evaluate
 from cvmc.agent.domain.planner import DeclineLease, StartVm, VacateVm, plan
 from cvmc.agent.domain.seed import seed_files
 from cvmc.agent.domain.slots import ALLOWED, IllegalTransitionError, Slot, SlotState, transition
+from cvmc.gridmodel.policy import counts_as_present, parse_policy
 from cvmc.protocol import Lease, parse_lease
 
 MONDAY_NOON = dt.datetime(2026, 11, 23, 12, 0)
@@ -180,6 +181,36 @@ def test_seed_default_policy_verdicts() -> None:
     assert evaluate(config, SATURDAY_NOON, host(users=1)).may_start
     evening = MONDAY_NOON.replace(hour=18)
     assert evaluate(config, evening, host(users=1)).may_start
+
+
+def test_owner_idle_rule_is_opt_in_and_waives_only_user_present_blackouts() -> None:
+    seed = lab_config().policy
+    assert seed.windows.owner_idle_minutes == 0  # off unless the model turns it on
+    raw = lab_config_dict()
+    raw["grid"]["policy"] = {**raw["grid"]["policy"], "owner_idle_minutes": 15}
+    config = parse_config(raw).policy
+    assert config.windows.owner_idle_minutes == 15
+    # One owner logged on, not idle: the workday blackout applies as before.
+    busy = evaluate(config, MONDAY_NOON, host(users=1, present=1))
+    assert (busy.may_run, busy.blackout) == (False, "owner-workday")
+    # The owner idle past the threshold: load may run, and the reason says why.
+    idle = evaluate(config, MONDAY_NOON, host(users=1, present=0))
+    assert (idle.may_run, idle.may_start, idle.blackout) == (True, True, None)
+    assert "owner_idle_minutes (15 min)" in idle.reason
+    assert "owner-workday waits" in idle.reason
+    # Two sessions, one idle and one active: the active one holds load off.
+    assert evaluate(config, MONDAY_NOON, host(users=2, present=1)).blackout == "owner-workday"
+    # Outside the blackout nothing changes, and the reason is the plain one.
+    assert evaluate(config, SATURDAY_NOON, host(users=1, present=0)).reason == "allowed"
+
+
+def test_counts_as_present_follows_the_threshold_and_counts_the_unknown() -> None:
+    off = parse_policy({})
+    on = parse_policy({"owner_idle_minutes": 10})
+    assert counts_as_present(off, 10_000.0)  # the seed's rule
+    assert counts_as_present(on, None)  # the platform cannot tell: present
+    assert counts_as_present(on, 599.9)
+    assert not counts_as_present(on, 600.0)
 
 
 def test_battery_rules() -> None:

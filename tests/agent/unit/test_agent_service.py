@@ -113,6 +113,27 @@ def test_a_logon_during_the_download_cancels_the_launch() -> None:
     assert world.hypervisor.vms == {}
 
 
+def test_an_idle_owner_lets_a_vm_run_in_the_workday_and_their_return_vacates_it() -> None:
+    raw = lab_config_dict()
+    raw["grid"]["policy"] = {**raw["grid"]["policy"], "owner_idle_minutes": 15}
+    world = make_world(MONDAY_NIGHT.replace(hour=10), parse_config(raw))
+    world.sessions.current = [Session("alice", "console", "active", idle_s=14 * 60.0)]
+    world.lease("l-1", BOINC)
+    world.run_for(70)
+    assert world.states() == ["idle", "idle"]  # idle 14 min < 15: the blackout holds
+    world.sessions.current = [Session("alice", "console", "active", idle_s=16 * 60.0)]
+    world.lease("l-2", BOINC)  # the coordinator's next lease, now that the desktop may start
+    world.run_for(70)
+    assert world.states()[0] == "running"
+    assert world.agent.verdict is not None
+    assert "owner_idle_minutes" in world.agent.verdict.reason
+    world.sessions.current = [Session("alice", "console", "active", idle_s=1.0)]  # back
+    world.run_for(70)
+    assert world.states() == ["idle", "idle"]
+    assert world.agent.verdict is not None
+    assert world.agent.verdict.blackout == "owner-workday"
+
+
 def test_a_cancel_seen_by_the_launch_creates_no_vm() -> None:
     world = make_world(MONDAY_NIGHT)
     world.lease("l-1", BOINC)

@@ -19,13 +19,24 @@ hide an owner who logged on.
 
 Reading a few small files once a second costs next to nothing. Without logind, utmp's
 ``USER_PROCESS`` records count (glibc's x86-64 ``struct utmp``, 384 bytes).
+
+Idleness (``grid_policy.owner_idle_minutes``, opt-in) is logind's: ``loginctl show-session``
+with ``IdleHint``, ``IdleSinceHint`` and ``IdleSinceHintMonotonic`` (microseconds). For a
+session with a terminal, logind derives them from the terminal's access time, which input
+moves; a graphical session's desktop environment sets them itself (``SetIdleHint``), and
+then the session is idle since the monotonic stamp only while ``IdleHint`` is yes. A session
+logind gives no stamp for, or that ``loginctl`` cannot answer for, has unknown idleness, which
+counts as present. The answer is cached for :data:`IDLE_REFRESH_S`.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from cvmc.agent.ports import Session, Sessions
 
@@ -35,6 +46,7 @@ __all__ = [
     "LinuxSessions",
     "classify_logind",
     "is_owner_class",
+    "parse_idle",
     "parse_utmp",
 ]
 
@@ -42,6 +54,13 @@ LOGIND_DIR = "/run/systemd/sessions"
 UTMP = "/var/run/utmp"
 UTMP_RECORD = struct.Struct("<hxxi32s4s32s256shhiii4i20s")
 USER_PROCESS = 7
+#: How long one reading of the sessions' idleness is used (the owner's return is seen within it).
+IDLE_REFRESH_S = 5.0
+LOGINCTL = "/usr/bin/loginctl"
+IDLE_PROPERTIES = ("Id", "Type", "IdleHint", "IdleSinceHintMonotonic")
+GRAPHICAL_TYPES = frozenset({"x11", "wayland", "mir"})
+#: Bounds on what ``loginctl`` may print (64 KiB) and on a session id's length.
+_MAX_OUTPUT = 64 * 1024
 
 
 def _read_record(path: str) -> dict[str, str]:
@@ -93,6 +112,53 @@ def classify_logind(record: Mapping[str, str]) -> Session | None:
     return Session(user=user, kind=kind, state=record.get("STATE", "unknown"))
 
 
+def parse_idle(text: str, now_monotonic_us: int) -> dict[str, float | None]:
+    """Seconds idle per session id from ``loginctl show-session -p Id -p Type -p IdleHint -p
+    IdleSinceHintMonotonic ID...`` output (one block per session, blank-line separated).
+
+    None: logind gives no stamp (0), a graphical session is not idle by its own hint, or the
+    stamp lies in the future; such a session counts as present.
+    """
+    found: dict[str, float | None] = {}
+    for block in text[:_MAX_OUTPUT].split("\n\n"):
+        props: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                props[key] = value
+        session = props.get("Id", "")
+        if not session or len(session) > 64:
+            continue
+        stamp = props.get("IdleSinceHintMonotonic", "0")
+        since = int(stamp) if stamp.isdigit() else 0
+        graphical = props.get("Type") in GRAPHICAL_TYPES
+        if since <= 0 or since > now_monotonic_us or (graphical and props.get("IdleHint") != "yes"):
+            found[session] = None
+        else:
+            found[session] = (now_monotonic_us - since) / 1e6
+    return found
+
+
+def _loginctl(ids: Sequence[str]) -> str:
+    """``loginctl show-session`` for ``ids``; what it printed, even when one id has gone."""
+    done = subprocess.run(  # noqa: S603 - fixed argv, ids from logind's own directory
+        [
+            LOGINCTL,
+            "show-session",
+            *(arg for prop in IDLE_PROPERTIES for arg in ("-p", prop)),
+            "--",
+            *ids,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+    )
+    return done.stdout
+
+
 def parse_utmp(data: bytes) -> list[Session]:
     """USER_PROCESS records of a utmp file."""
     sessions = []
@@ -115,13 +181,40 @@ def parse_utmp(data: bytes) -> list[Session]:
 
 
 class LinuxSessions(Sessions):
-    def __init__(self, logind_dir: str = LOGIND_DIR, utmp: str = UTMP) -> None:
+    """``idle``: also read each session's idleness from logind (owner_idle_minutes > 0)."""
+
+    def __init__(
+        self,
+        logind_dir: str = LOGIND_DIR,
+        utmp: str = UTMP,
+        *,
+        idle: bool = False,
+        show: Callable[[Sequence[str]], str] = _loginctl,
+        monotonic_us: Callable[[], int] = lambda: time.monotonic_ns() // 1000,
+    ) -> None:
         self.logind_dir = logind_dir
         self.utmp = utmp
+        self.idle = idle
+        self._show = show
+        self._monotonic_us = monotonic_us
+        self._idle_cache: tuple[int, tuple[str, ...], dict[str, float | None]] | None = None
+
+    def _idleness(self, ids: tuple[str, ...]) -> dict[str, float | None]:
+        now = self._monotonic_us()
+        cached = self._idle_cache
+        if cached is not None and cached[1] == ids and now - cached[0] < IDLE_REFRESH_S * 1e6:
+            age = (now - cached[0]) / 1e6
+            return {k: (None if v is None else v + age) for k, v in cached[2].items()}
+        try:
+            found = parse_idle(self._show(ids), now) if ids else {}
+        except (OSError, subprocess.SubprocessError):
+            found = {}  # no loginctl, or no answer: every session counts as present
+        self._idle_cache = (now, ids, found)
+        return found
 
     def sessions(self) -> list[Session]:
         if os.path.isdir(self.logind_dir):
-            found = []
+            named: list[tuple[str, Session]] = []
             for name in sorted(os.listdir(self.logind_dir)):
                 if name.endswith(".ref"):
                     continue
@@ -130,8 +223,11 @@ class LinuxSessions(Sessions):
                 except OSError:
                     continue  # the session closed while we looked
                 if session is not None:
-                    found.append(session)
-            return found
+                    named.append((name, session))
+            if not self.idle:
+                return [session for _, session in named]
+            idle = self._idleness(tuple(name for name, _ in named))
+            return [replace(session, idle_s=idle.get(name)) for name, session in named]
         try:
             with open(self.utmp, "rb") as fh:
                 return parse_utmp(fh.read())

@@ -41,6 +41,14 @@ class HostState:
     hw_virt: HwVirt
     battery_percent: int | None = None  # None: no battery
     on_ac: bool | None = None  # None: unknown or no battery
+    #: Sessions that count as their owner present (grid_policy.owner_idle_minutes leaves out
+    #: the ones idle for long enough); None: every one of ``users`` does, the seed's rule.
+    present: int | None = None
+
+    @property
+    def user_present(self) -> bool:
+        """Whether ``user_present`` blackouts apply: an owner logged on and not idle."""
+        return (self.users if self.present is None else self.present) > 0
 
     @property
     def on_battery(self) -> bool:
@@ -73,7 +81,7 @@ def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict
             f"battery at {host.battery_percent}% is below grid_policy.min_battery_percent "
             f"({config.min_battery_percent}%)",
         )
-    blackout = windows.active_blackout(config.windows, now, user_present=host.users > 0)
+    blackout = windows.active_blackout(config.windows, now, user_present=host.user_present)
     if blackout is not None:
         who = "a user is logged on" if blackout.applies == "user_present" else "always"
         return Verdict(False, False, False, f"blackout {blackout.name} ({who})", blackout.name)
@@ -96,7 +104,19 @@ def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict
             f"{host.memory_free_mb} MB free leaves less than {DEFAULT_MINIMUM_MB} MB beyond "
             f"the {config.reserve_mb} MB reserve",
         )
-    return Verdict(True, True, False, "allowed")
+    return Verdict(True, True, False, _allowed(config, now, host))
+
+
+def _allowed(config: PolicyConfig, now: dt.datetime, host: HostState) -> str:
+    """ "allowed", saying so when the opt-in owner-idle rule is what lets load run now."""
+    if host.users and not host.user_present:
+        waived = windows.active_blackout(config.windows, now, user_present=True)
+        if waived is not None:
+            return (
+                f"allowed: the logged-on owner has been idle for grid_policy.owner_idle_minutes "
+                f"({config.windows.owner_idle_minutes} min), so blackout {waived.name} waits"
+            )
+    return "allowed"
 
 
 def memory_for(config: PolicyConfig, wanted_mb: int, free_mb: int) -> int:
@@ -106,6 +126,6 @@ def memory_for(config: PolicyConfig, wanted_mb: int, free_mb: int) -> int:
 
 def seconds_until_change(config: PolicyConfig, now: dt.datetime, host: HostState) -> float:
     """Seconds until the policy window's answer can next change (to sleep until an edge)."""
-    minutes = windows.minutes_until_change(config.windows, now, user_present=host.users > 0)
+    minutes = windows.minutes_until_change(config.windows, now, user_present=host.user_present)
     edge = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=minutes)
     return max((edge - now).total_seconds(), 0.0)

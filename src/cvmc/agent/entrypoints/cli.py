@@ -48,6 +48,7 @@ from cvmc.agent.logs import LOG_FORMATS, log_event, setup_logging
 from cvmc.agent.ports import HypervisorError, ImageError
 from cvmc.agent.service.agent import remove_leftovers
 from cvmc.gridmodel.classad import validate_vm_name
+from cvmc.gridmodel.policy import counts_as_present
 
 LOG = logging.getLogger("cvmc.cli")
 
@@ -168,7 +169,9 @@ def _check_rows(config_path: str) -> list[tuple[str, bool, str]]:
             f"{free} MB free for an image budget of {config.agent.image_budget_mb} MB",
         )
     )
-    users = len(components.sessions.sessions())
+    sessions = components.sessions.sessions()
+    users = len(sessions)
+    present = sum(counts_as_present(config.policy.windows, s.idle_s) for s in sessions)
     from cvmc.agent.domain.engine import HostState  # noqa: PLC0415 - only for the report
 
     verdict = evaluate(
@@ -182,9 +185,12 @@ def _check_rows(config_path: str) -> list[tuple[str, bool, str]]:
             virt,
             res.battery_percent,
             res.on_ac,
+            present,
         ),
     )
-    rows.append(("policy now", True, f"{verdict.reason}; {users} user session(s)"))
+    rows.append(
+        ("policy now", True, f"{verdict.reason}; {users} user session(s), {present} present")
+    )
     return rows
 
 

@@ -50,6 +50,7 @@ from cvmc.agent.ports import (
     SleepInhibitor,
     VmSpec,
 )
+from cvmc.gridmodel.policy import counts_as_present
 from cvmc.protocol import Decline, Lease
 
 __all__ = [
@@ -290,8 +291,10 @@ class Agent:
         if self._hw_virt is None or now - self._hw_virt[1] >= HW_VIRT_REFRESH_S:
             self._hw_virt = (self.p.probe.hw_virt(), now)
         res = self.p.resources.snapshot()
+        sessions = self.p.sessions.sessions()
         return HostState(
-            users=len(self.p.sessions.sessions()),
+            users=len(sessions),
+            present=sum(counts_as_present(self.config.policy.windows, s.idle_s) for s in sessions),
             cpus=res.cpus,
             memory_total_mb=res.memory_total_mb,
             memory_free_mb=res.memory_free_mb,
