@@ -290,6 +290,44 @@ def test_tunnel_address_errors() -> None:
         a.tunnel_address(layout, 2, 124, 0)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(1, 5),
+    slots=st.integers(1, 8),
+    prefix=st.integers(20, 24),
+    data=st.data(),
+)
+def test_slot_of_address_inverts_tunnel_address(
+    count: int, slots: int, prefix: int, data: st.DataObject
+) -> None:
+    """Every tunnel address of the plan names back its desktop index and slot."""
+    instances = [{"name": f"vpn-{i}", "port": 1194 + i} for i in range(count)]
+    layout = a.vpn_layout(instances, f"10.64.0.0/{prefix}", slots)
+    index = data.draw(st.integers(0, a.plan_capacity(layout, slots) - 1))
+    slot = data.draw(st.integers(0, slots - 1))
+    address = a.tunnel_address(layout, slots, index, slot)["address"]
+    assert a.slot_of_address(layout, slots, address) == (index, slot)
+
+
+def test_slot_of_address_of_no_slot_is_none() -> None:
+    layout = a.vpn_layout(TWO, "10.64.0.0/24", 2)  # 10.64.0.0/25 and 10.64.0.128/25, 62 each
+    assert a.slot_of_address(layout, 2, "10.64.0.2") == (0, 0)
+    assert a.slot_of_address(layout, 2, "10.64.0.131") == (1, 1)
+    assert a.slot_of_address(layout, 2, "10.64.0.253") == (123, 1)
+    for address in (
+        "10.64.0.0",  # a slice's network address
+        "10.64.0.1",  # its server
+        "10.64.0.126",  # beyond its 62 desktops of 2 slots (.2 to .125)
+        "10.64.0.127",  # its broadcast
+        "10.64.1.2",  # outside every slice
+        "fd00::2",  # not IPv4
+        "10.64.0.2/25",
+        "",
+        "10.64.0.2\n",
+    ):
+        assert a.slot_of_address(layout, 2, address) is None, address
+
+
 def test_tunnel_addresses_per_desktop() -> None:
     layout = a.vpn_layout(TWO, "10.64.0.0/16", 2)
     registry = [{"name": "pc-b", "index": 1}, {"name": "pc-a", "index": 0}]

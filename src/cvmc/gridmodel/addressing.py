@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypedDict
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "openvpn_netmask",
     "plan_capacity",
     "slice_capacity",
+    "slot_of_address",
+    "slot_resolver",
     "split_network",
     "tunnel_address",
     "tunnel_addresses",
@@ -384,6 +386,47 @@ def _tunnel_address(
         server=str(net.network_address + 1),
         cidr=f"{address}/{net.prefixlen}",
     )
+
+
+def slot_of_address(
+    layout: Sequence[Mapping[str, object]],
+    slots: int,
+    address: str,
+    *,
+    layout_name: str = "grid_vpn_layout",
+) -> tuple[int, int] | None:
+    """The (desktop index, slot) whose tunnel address is ``address``: :func:`tunnel_address`
+    inverted. None for an address no VM slot of the plan has (not IPv4, outside every slice,
+    a slice's network, server or broadcast address, or beyond its capacity)."""
+    return slot_resolver(layout, slots, layout_name=layout_name)(address)
+
+
+def slot_resolver(
+    layout: Sequence[Mapping[str, object]],
+    slots: int,
+    *,
+    layout_name: str = "grid_vpn_layout",
+) -> Callable[[str], tuple[int, int] | None]:
+    """:func:`slot_of_address` with the layout checked and parsed once, for many addresses."""
+    slots = _check_slots(slots, layout_name)
+    nets = [net for _, _, net in _layout_slices(layout, layout_name)]
+
+    def resolve(address: str) -> tuple[int, int] | None:
+        try:
+            ip = ipaddress.IPv4Address(address)
+        except ValueError:
+            return None
+        for i, net in enumerate(nets):
+            if ip not in net:
+                continue
+            offset = int(ip) - int(net.network_address) - _FIRST_TUNNEL_OFFSET
+            position, slot = divmod(offset, slots)
+            if offset < 0 or position >= slice_capacity(net, slots):
+                return None
+            return position * len(nets) + i, slot
+        return None
+
+    return resolve
 
 
 # --------------------------------------------------------------------------------------------
