@@ -14,7 +14,8 @@ lab's. `expect` is part of the gate's message. `role_expect` is what the role pr
 for a case that meta/argument_specs.yml refuses before the gate runs (the gate refuses it too).
 `refused_by` names the consumers that refuse the case's model on their own, later: "agent"
 (its configuration, cvmc.agent.domain.config) and "coordinator" (its grid file,
-cvmc.coordinator.domain.grid); the parity test checks it.
+cvmc.coordinator.domain.grid, which also carries grid_plan.layout, so that whatever the plan's
+derivation refuses cannot be rendered for it); the parity test checks it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ CASES: list[Case] = [
         "research-cidr-host-bits",
         {"grid_research_network": "10.64.0.1/20"},
         "grid_research_network: '10.64.0.1/20' is not an IPv4 network in CIDR form",
+        refused_by=(COORDINATOR,),
     ),
     Case(
         "research-overlaps-campus",
@@ -98,7 +100,7 @@ CASES: list[Case] = [
             ]
         },
         "grid_bandwidth_classes[standard].down: unknown unit 'mbitt'",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-without-unit",
@@ -109,13 +111,13 @@ CASES: list[Case] = [
             ]
         },
         "grid_bandwidth_classes[standard].down: '20' needs a unit",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-unknown-default-class",
         {"grid_bandwidth_default_class": "premium"},
         "grid_bandwidth_default_class: 'premium' is not a class in grid_bandwidth_classes",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "reserve-at-least-desktop-ram",
@@ -429,7 +431,7 @@ CASES += [
         "vm-unknown-bandwidth-class",
         _vm(bandwidth_class="gold"),
         f"{VM}.bandwidth_class: 'gold' is not a class in grid_bandwidth_classes",
-        refused_by=(AGENT,),  # the coordinator's grid file carries no classes
+        refused_by=BOTH,  # the coordinator's grid file carries no classes
     ),
     Case(
         "vm-names-differ-only-in-case",
@@ -584,32 +586,32 @@ CASES += [
         "grid_bandwidth_classes[standard].down: '20Mbps' is ambiguous: tc(8) reads 'mbps' as "
         "megabytes per second (8 times 'mbit'), but in everyday use 'bps' means bits per second; "
         "write '20mbit' for 20 megabits per second, or '160mbit' for 20 megabytes per second",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-megabytes",
         _classes(up="2.5MBps"),
         "grid_bandwidth_classes[standard].up: '2.5MBps' is ambiguous",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-kbps",
         _classes(up="512kbps"),
         "write '512kbit' for 512 kilobits per second, or '4096kbit' for 512 kilobytes",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-bare-int",
         _classes(down=20),
         "grid_bandwidth_classes[standard].down: 20 needs a unit",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-not-whole-kbit",
         _classes(down="1kibit"),
         "grid_bandwidth_classes[standard].down: '1kibit' is 1024 bit/s, not a whole number of "
         "kbit/s",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-class-name-with-space",
@@ -619,7 +621,7 @@ CASES += [
             "grid_vm_types": [LAB_VM],
         },
         "grid_bandwidth_classes[0].name: 'gold class' is not a bandwidth class name",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-class-twice",
@@ -631,13 +633,13 @@ CASES += [
             "grid_vm_types": [LAB_VM],
         },
         "grid_bandwidth_classes[1].name: 'Standard' is used twice",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     Case(
         "bandwidth-no-classes",
         {"grid_bandwidth_classes": [], "grid_vm_types": [LAB_VM]},
         "grid_bandwidth_classes: the list is empty",
-        refused_by=(AGENT,),
+        refused_by=BOTH,
     ),
     # -- the coordinator, the VPN, the registry
     Case(
@@ -680,6 +682,7 @@ CASES += [
         "vpn-port-yaml-bool",
         {"grid_vpn_instances": [{"name": "rvpn0", "port": True}]},
         "grid_vpn_instances[rvpn0].port: True is true or false, not a whole number",
+        refused_by=(COORDINATOR,),
     ),
     Case(
         "registry-index-yaml-bool",
@@ -708,11 +711,13 @@ CASES += [
         "pki-dir-relative",
         {"grid_vpn_pki_dir": "etc/openvpn/grid/pki"},
         "grid_vpn_pki_dir: 'etc/openvpn/grid/pki' is not an absolute directory path",
+        refused_by=(COORDINATOR,),
     ),
     Case(
         "pki-dir-climbs-out",
         {"grid_vpn_pki_dir": "/etc/openvpn/../../root"},
         "grid_vpn_pki_dir: '/etc/openvpn/../../root' must not contain '..'",
+        refused_by=(COORDINATOR,),
     ),
 ]
 

@@ -77,6 +77,64 @@ def test_enrol_heartbeat_lease_run_and_revoke_when_demand_drops(setup: Any) -> N
     assert samples['cvmc_leases_revoked_total{reason="demand"}'] == 1
 
 
+@pytest.mark.parametrize("busy", [0, 1])
+def test_demand_drop_revokes_the_vm_without_a_job(tmp_path: Path, db_url: str, busy: int) -> None:
+    """Two VMs run, one job remains, running on one of them: the round revokes the other.
+    The job's VM is named by its StartdPrincipal's address, its tunnel address, which the grid
+    file's address plan maps to a desktop and slot (the heartbeat gave the lease's slot)."""
+    config = write_setup(tmp_path, db_url)
+    grid = json.loads(Path(config.grid.model_file).read_text())
+    grid["vpn_layout"] = [{"name": "vpn-a", "port": 1194, "network": "10.64.0.0/18"}]
+    Path(config.grid.model_file).write_text(json.dumps(grid))
+    clock = Clock()
+    coordinator = make_coordinator(config, clock)
+    try:
+        with TestClient(create_app(coordinator)) as client:
+            desks = [Desk(client, "desk00.lab.example"), Desk(client, "desk04")]
+            assert [desk.leases() for desk in desks] == [[], []]
+            set_demand(coordinator, (BOINC, 1), (BOINC, 1))
+            coordinator.allocation_round()
+            got = [desk.leases() for desk in desks]
+            assert [len(leases) for leases in got] == [1, 1]
+            # Each VM runs in its desktop's slot 1: desk00's is 10.64.0.3, desk04's 10.64.0.11
+            # (10.64.0.0 + 2 + index 4 * 2 slots + slot 1).
+            beats = [
+                heartbeat(
+                    slots=[
+                        {"slot": 0, "state": "idle", "vm_name": None, "lease_id": None},
+                        {
+                            "slot": 1,
+                            "state": "running",
+                            "vm_name": BOINC,
+                            "lease_id": leases[0]["lease_id"],
+                        },
+                    ]
+                )
+                for leases in got
+            ]
+            for desk, beat in zip(desks, beats, strict=True):
+                desk.leases(beat)
+            clock.now += 30
+            address = ["10.64.0.3", "10.64.0.11"][busy]
+            Path(config.demand.job_ads_file).write_text(
+                f'ClusterId = 100\nProcId = 0\nJobStatus = 2\nvm_name = "{BOINC}"\n'
+                f'RequestCpus = 1\nRequestMemory = 256\nOwner = "alice"\n'
+                f'StartdPrincipal = "execute-side@matchsession/{address}"\n'
+            )
+            coordinator.demand_at = float("-inf")
+            result = coordinator.allocation_round()
+            assert result is not None
+            idle = got[1 - busy][0]["lease_id"]
+            assert result.revoked == {idle: "demand"}
+            left = [desk.leases(beat) for desk, beat in zip(desks, beats, strict=True)]
+            assert [x["lease_id"] for x in left[busy]] == [got[busy][0]["lease_id"]]
+            assert left[1 - busy] == []
+            samples = scrape(client.get("/metrics").text)
+            assert samples[f'cvmc_vms_with_jobs{{vm_name="{BOINC}"}}'] == 1
+    finally:
+        coordinator.store.close()
+
+
 def test_unstarted_lease_expires_and_offline_desktop_loses_leases(setup: Any) -> None:
     coordinator, client, clock = setup
     a, b = Desk(client, "desk00"), Desk(client, "desk04")

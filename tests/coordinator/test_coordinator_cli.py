@@ -135,7 +135,7 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     first = run("--config", str(config), "migrate")
-    assert (first.returncode, first.stdout) == (0, "migrated none -> 0002\n"), first.stderr
+    assert (first.returncode, first.stdout) == (0, "migrated none -> 0003\n"), first.stderr
     again = run("--config", str(config), "migrate")
     assert (again.returncode, again.stdout) == (0, "unchanged\n")
     # The migrations create exactly the tables the store queries.
@@ -209,12 +209,53 @@ def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     result = run("--config", str(config), "migrate")
-    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0002\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0003\n"), result.stderr
     engine = create_engine(db_url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT desktop, revoked_at FROM revocations")).all()
     engine.dispose()
     assert [tuple(row) for row in rows] == [("desk01", 1.5)]
+
+
+def test_migration_0003_keeps_leases_and_gives_them_no_slot(tmp_path: Path, db_url: str) -> None:
+    """Leases written under revision 0002 survive the upgrade, with no slot until their
+    desktop's next heartbeat names it."""
+    from alembic import command  # noqa: PLC0415
+    from sqlalchemy import text  # noqa: PLC0415
+
+    from cvmc.coordinator.adapters.database import _alembic  # noqa: PLC0415
+
+    engine = create_engine(db_url)
+    cfg = _alembic()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(
+            text(
+                "INSERT INTO desktops (id, name, department, generation, salt, last_seq, "
+                "enrolled_at, revoked_at, platform, agent_version, users, may_start, "
+                "may_run, hw_virt, cpus, memory_free_mb, max_vms, busy_slots, unleased_vms, "
+                "policy) VALUES ('d-1', 'desk01', 'default', 1, :salt, 0, 1.0, NULL, "
+                "'linux', '0.1.0', 0, false, false, false, 0, 0, 0, 0, 0, '')"
+            ),
+            {"salt": bytes(32)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO leases (id, desktop_id, vm_name, cpus, memory_mb, created_at, "
+                "start_by, state) VALUES ('l-1', 'd-1', 'small', 1, 512, 1.0, 2.0, 'running')"
+            )
+        )
+    engine.dispose()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "{db_url}"\n')
+    result = run("--config", str(config), "migrate")
+    assert (result.returncode, result.stdout) == (0, "migrated 0002 -> 0003\n"), result.stderr
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, state, slot FROM leases")).all()
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [("l-1", "running", None)]
 
 
 def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) -> None:

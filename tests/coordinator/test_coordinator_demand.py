@@ -22,7 +22,7 @@ from cvmc.coordinator.adapters.condor_demand import (
     machine_ad,
     parse_job_ads,
 )
-from cvmc.coordinator.domain.demand import JobView, Requests, count_demand
+from cvmc.coordinator.domain.demand import JobView, Requests, count_demand, startd_address
 from cvmc.coordinator.domain.grid import VmType, parse_grid
 from cvmc.gridmodel.classad import VM_START
 
@@ -50,6 +50,42 @@ def test_jobs_without_vm_name_never_start_vms_by_default() -> None:
 def test_running_jobs_count_so_their_vms_are_not_revoked() -> None:
     demand = JobAdsFileDemand(str(FIXTURE), TYPES, match_unnamed=False, count_running=True).demand()
     assert dict(demand.by_type) == {BOINC: 4, BULK: 2}
+
+
+@pytest.mark.parametrize(
+    ("principal", "address"),
+    [
+        ("execute-side@matchsession/10.64.0.2", "10.64.0.2"),  # what HTCondor 24 writes
+        ("condor@pool/10.64.128.9", "10.64.128.9"),
+        ("execute-side@matchsession/fd00::2", None),  # the research network is IPv4
+        ("execute-side@matchsession/10.64.0.256", None),
+        ("execute-side@matchsession/", None),
+        ("execute-side@matchsession", None),
+        ("x/" + "1" * 600, None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_startd_address(principal: object, address: str | None) -> None:
+    assert startd_address(principal) == address
+
+
+def test_running_jobs_name_the_vms_that_run_them() -> None:
+    """Hand-written ads: each running job's StartdPrincipal names its VM's address; idle
+    jobs name none; the job's vm_name, or its lack, does not matter."""
+    text = (
+        f'JobStatus = 2\nvm_name = "{BOINC}"\n'
+        'StartdPrincipal = "execute-side@matchsession/10.64.0.2"\n\n'
+        'JobStatus = 2\nStartdPrincipal = "execute-side@matchsession/10.64.0.3"\n\n'
+        f'JobStatus = 2\nvm_name = "{BOINC}"\nStartdPrincipal = "unauthenticated@unmapped"\n\n'
+        f'JobStatus = 1\nvm_name = "{BOINC}"\n'
+        'StartdPrincipal = "execute-side@matchsession/10.64.0.4"\n'
+    )
+    for count_running in (False, True):
+        demand = count_demand(
+            jobs_from_ads(parse_job_ads(text)), [BOINC], count_running=count_running
+        )
+        assert demand.claimed == {"10.64.0.2", "10.64.0.3"}
 
 
 def test_unnamed_jobs_are_classad_matched_against_each_vm_type() -> None:

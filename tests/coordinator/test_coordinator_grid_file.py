@@ -72,8 +72,30 @@ def _with(**changes: Any) -> dict[str, Any]:
             _with(desktops=[{"name": "d1", "index": 0, "department": "dept chem"}]),
             r"^grid\.json: desktops\[0\]\.department: 'dept chem' is not a department name",
         ),
+        (_with(vpn_layout={"name": "a"}), r"^grid\.json: grid_plan\.layout: expected a list"),
+        (
+            _with(vpn_layout=[{"name": "a", "port": 1194, "network": "10.64.0.0/33"}]),
+            r"^grid\.json: grid_plan\.layout\[a\]\.network: ",
+        ),
     ],
 )
 def test_a_bad_grid_file_names_the_file_then_the_variable(raw: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_grid_text(json.dumps(raw), name="grid.json")
+
+
+def test_a_vms_tunnel_address_names_its_desktop_and_slot() -> None:
+    """With the plan's layout (grid_plan.layout), the coordinator maps a running job's VM
+    address to the registered desktop and slot; without it, or for any other address, none."""
+    layout = [
+        {"name": "vpn-a", "port": 1194, "network": "10.64.0.0/18"},
+        {"name": "vpn-b", "port": 1195, "network": "10.64.64.0/18"},
+    ]
+    grid = parse_grid(_with(vpn_layout=layout))
+    # desk05: index 5, slice 1 (vpn-b), position 2: 10.64.64.0 + 2 + 2 * 2 slots + slot 1.
+    assert grid.vm_slot("10.64.64.7") == ("desk05", 1)
+    assert grid.vm_slot("10.64.0.2") == ("desk00", 0)
+    assert grid.vm_slot("10.64.0.30") is None  # a slot of index 28, which no desktop has
+    assert grid.vm_slot("10.64.0.1") is None  # the server
+    assert grid.vm_slot("192.0.2.1") is None
+    assert parse_grid(GRID).vm_slot("10.64.0.2") is None  # no layout in the file

@@ -16,6 +16,7 @@ from cvmc.coordinator.domain.leases import (
     LeaseView,
     _Filler,
     allocate,
+    claimed_leases,
 )
 
 TYPES = parse_grid(
@@ -275,6 +276,86 @@ def test_revocation_takes_offers_before_running_vms() -> None:
     )
     assert result.revoked == {"l-offered": "demand", "l-starting": "demand"}
     assert result.new == []
+
+
+@given(worlds(), st.data())
+def test_a_vm_that_runs_a_job_is_revoked_last(
+    world: tuple,  # type: ignore[type-arg]
+    data: st.DataObject,
+) -> None:
+    """Trimming for demand takes every running VM without a job of a type before one that
+    runs a job (``claimed``), whatever their age and department."""
+    demand, desktops, leases, blocked, cap = world
+    running = [lease.id for lease in leases if lease.state == "running"]
+    claimed = (
+        frozenset(data.draw(st.lists(st.sampled_from(running), unique=True)))
+        if running
+        else frozenset()
+    )
+    result = allocate(
+        demand=demand,
+        types=TYPES,
+        desktops=desktops,
+        leases=leases,
+        blocked=blocked,
+        now=NOW,
+        ttl_s=TTL,
+        max_vms_per_desktop=cap,
+        new_id=lambda: "l-new",
+        claimed=claimed,
+    )
+    trimmed = {lid for lid, why in result.revoked.items() if why == "demand"}
+    for lease in leases:
+        if lease.id in trimmed and lease.id in claimed:
+            unclaimed_kept = [
+                other.id
+                for other in leases
+                if other.vm_name == lease.vm_name
+                and other.id not in claimed
+                and other.id not in result.revoked
+            ]
+            assert unclaimed_kept == [], (lease.id, unclaimed_kept)
+
+
+def test_demand_drop_keeps_the_vm_the_negotiator_just_matched() -> None:
+    """The lab's race: two VMs run, a job is matched to the newer one, demand drops to 1. The
+    round revokes the older VM, which runs nothing, and keeps the one with the job."""
+    desktops = [
+        DesktopView(f"d-{i}", "dept_a", True, True, True, 2, 8000, name=f"pc-{i}") for i in (1, 2)
+    ]
+    name = TYPES[0].name
+    older = LeaseView("l-older", "d-1", name, 1, 512, NOW - 60, NOW, "running", slot=1)
+    newer = LeaseView("l-newer", "d-2", name, 1, 512, NOW - 30, NOW, "running", slot=0)
+    claimed = claimed_leases([older, newer], desktops, {("pc-2", 0)})
+    assert claimed == {"l-newer"}
+
+    def trim(claimed: frozenset[str]) -> dict[str, str]:
+        return allocate(
+            demand={name: 1},
+            types=TYPES,
+            desktops=desktops,
+            leases=[older, newer],
+            now=NOW,
+            ttl_s=TTL,
+            max_vms_per_desktop=2,
+            new_id=lambda: "x",
+            claimed=claimed,
+        ).revoked
+
+    assert trim(claimed) == {"l-older": "demand"}
+    assert trim(frozenset()) == {"l-newer": "demand"}  # blind to jobs: the newest goes
+
+
+def test_claimed_leases_match_desktop_name_and_slot() -> None:
+    desktops = [DesktopView("d-1", "default", True, True, True, 2, 8000, name="pc-1")]
+    leases = [
+        LeaseView("l-a", "d-1", "t", 1, 512, NOW, NOW, "running", slot=0),
+        LeaseView("l-b", "d-1", "t", 1, 512, NOW, NOW, "running", slot=1),
+        LeaseView("l-c", "d-1", "t", 1, 512, NOW, NOW, "offered"),  # no slot yet
+        LeaseView("l-d", "d-gone", "t", 1, 512, NOW, NOW, "running", slot=0),
+    ]
+    assert claimed_leases(leases, desktops, {("pc-1", 1), ("pc-9", 0)}) == {"l-b"}
+    assert claimed_leases(leases, desktops, set()) == frozenset()
 
 
 @pytest.mark.parametrize("required", [True, False])

@@ -86,6 +86,7 @@ class HeartbeatUpdate:
     slot_leases: Mapping[str, str]  # lease id -> slot state
     busy_lease_ids: frozenset[str | None] = frozenset()
     declined: Sequence[tuple[str, str]] = ()  # (lease id, reason)
+    lease_slots: Mapping[str, int] = field(default_factory=dict)  # lease id -> its slot
 
 
 @dataclass(frozen=True)

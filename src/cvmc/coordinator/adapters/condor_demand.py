@@ -23,6 +23,7 @@ import classad2
 
 from cvmc.coordinator.domain.demand import (
     ERROR,
+    RUNNING,
     Capacity,
     Demand,
     JobView,
@@ -31,6 +32,7 @@ from cvmc.coordinator.domain.demand import (
     count_demand,
     fits,
     request_value,
+    startd_address,
 )
 from cvmc.coordinator.domain.grid import VmType
 from cvmc.coordinator.ports import DemandSource
@@ -65,6 +67,7 @@ PROJECTION = [
     "ImageSize",
     "DiskUsage",
     "Owner",
+    "StartdPrincipal",  # a running job's VM: the address its startd authenticated from
 ]
 CONSTRAINT = "JobStatus == 1 || JobStatus == 2"
 #: The slot's Disk (KiB) of a VM type whose disk the grid does not give: 100 GiB, so that any
@@ -90,7 +93,13 @@ def jobs_from_ads(ads: Iterable[Any]) -> list[JobView]:
         # classad2's Value.Error and Value.Undefined are ints (IntEnum): not a JobStatus.
         if isinstance(status, bool | Enum) or not isinstance(status, int):
             continue
-        jobs.append(JobView(status=status, vm_name=_vm_name(ad), ad=ad))
+        startd = None
+        if status == RUNNING:
+            try:
+                startd = startd_address(ad.eval("StartdPrincipal"))
+            except (KeyError, ValueError, TypeError):
+                startd = None
+        jobs.append(JobView(status=status, vm_name=_vm_name(ad), ad=ad, startd=startd))
     return jobs
 
 

@@ -79,6 +79,7 @@ leases = Table(
     Column("created_at", Float, nullable=False),
     Column("start_by", Float, nullable=False),
     Column("state", String(16), nullable=False),  # offered | starting | running
+    Column("slot", Integer, nullable=True),  # the desktop's slot, once it reports the lease held
     Index("ix_leases_desktop_id", "desktop_id"),
 )
 

@@ -109,7 +109,7 @@ _ACCEPT_SQLITE = (
     + " WHERE id = :b_id AND last_seq < :b_seq AND revoked_at IS NULL"
 )
 _LEASES_OF_SQLITE = (
-    "SELECT id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, state "
+    "SELECT id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, state, slot "
     "FROM leases WHERE desktop_id = :b_id"
 )
 _TOUCH = (
@@ -133,11 +133,13 @@ _ACCEPT_PG = (
     "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = %(b_id)s)) "
     "WHERE id = %(b_id)s AND last_seq < %(b_seq)s AND revoked_at IS NULL RETURNING id) "
     "SELECT (SELECT count(*) FROM acc) AS accepted, l.id, l.desktop_id, l.vm_name, l.cpus, "
-    "l.memory_mb, l.created_at, l.start_by, l.state "
+    "l.memory_mb, l.created_at, l.start_by, l.state, l.slot "
     "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = %(b_id)s"
 )
 _LEASE_STATE = (
-    update(leases).where(leases.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
+    update(leases)
+    .where(leases.c.id == bindparam("b_id"))
+    .values(state=bindparam("b_state"), slot=bindparam("b_slot"))
 )
 #: What a driver raises for a value its database cannot hold: a number out of the column's
 #: range, NUL in text (PostgreSQL), a lone surrogate (not UTF-8), an integer above 64 bits.
@@ -164,6 +166,7 @@ def _lease(row: Any) -> LeaseView:  # noqa: ANN401 - a SQLAlchemy row
         created_at=row.created_at,
         start_by=row.start_by,
         state=row.state,
+        slot=row.slot,
     )
 
 
@@ -193,7 +196,8 @@ class _Plan:
     """What a heartbeat changes in its desktop's leases."""
 
     kept: list[LeaseView] = field(default_factory=list)
-    states: list[tuple[str, str]] = field(default_factory=list)  # (lease id, new state)
+    #: (lease id, new state, its slot)
+    states: list[tuple[str, str, int | None]] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)  # declined, released or expired
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (vm_name, decline reason)
 
@@ -221,9 +225,10 @@ def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Pl
                 plan.gone.append(lease.id)
         else:
             state = "running" if slot_state in ("running", "vacating") else "starting"
-            if state != lease.state:
-                plan.states.append((lease.id, state))
-            plan.kept.append(replace(lease, state=state))
+            slot = update_.lease_slots.get(lease.id, lease.slot)
+            if state != lease.state or slot != lease.slot:
+                plan.states.append((lease.id, state, slot))
+            plan.kept.append(replace(lease, state=state, slot=slot))
     return plan
 
 
@@ -552,8 +557,8 @@ class SqlStore(Store):
     def _apply_plan(
         self, conn: Connection, desktop_id: str, plan: _Plan, now: float, backoff_s: float
     ) -> None:
-        for lease_id, state in plan.states:
-            conn.execute(_LEASE_STATE, {"b_id": lease_id, "b_state": state})
+        for lease_id, state, slot in plan.states:
+            conn.execute(_LEASE_STATE, {"b_id": lease_id, "b_state": state, "b_slot": slot})
         if plan.gone:
             conn.execute(delete(leases).where(leases.c.id.in_(plan.gone)))
         if backoff_s > 0:
@@ -635,6 +640,7 @@ class SqlStore(Store):
                     desktops.c.memory_free_mb,
                     desktops.c.revoked_at,
                     desktops.c.unleased_vms,
+                    desktops.c.name,
                 )
             ).all()
             cutoff = now - offline_after_s
@@ -649,6 +655,7 @@ class SqlStore(Store):
                     memory,
                     revoked is not None,
                     unleased,
+                    desk_name,
                 )
                 for (
                     desk_id,
@@ -660,6 +667,7 @@ class SqlStore(Store):
                     memory,
                     revoked,
                     unleased,
+                    desk_name,
                 ) in rows
             ]
             current = [_lease(row) for row in conn.execute(select(leases))]

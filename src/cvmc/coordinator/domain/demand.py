@@ -5,6 +5,10 @@ The seed's rule holds: a job without ``vm_name`` never starts a VM. With
 machine ad it matches (``classad2``'s real matchmaking, in the demand adapter); this module only
 counts. Idle jobs (``JobStatus == 1``) always count; running ones (``JobStatus == 2``) count
 with ``count_running_jobs``, so a VM that runs a job is not revoked as "above demand".
+A running job also names the VM it runs on: the address the schedd authenticated its startd
+at (``StartdPrincipal``), which is the VM's tunnel address, pinned by the gateway to the VM's
+certificate. ``Demand.claimed`` holds those addresses, so that the allocation revokes VMs
+without a job first (``cvmc.coordinator.domain.leases``).
 
 A job counts for a type only if one VM of the type can hold it (``fits``): its RequestCpus,
 RequestMemory (MB), RequestDisk (KiB, where the grid gives the type's disk) and RequestGPUs
@@ -21,6 +25,7 @@ such a job too (their WithinResourceLimits is then not true), so no VM could run
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +47,7 @@ __all__ = [
     "count_demand",
     "fits",
     "request_value",
+    "startd_address",
 ]
 
 IDLE = 1
@@ -114,11 +120,25 @@ def fits(requests: Requests, capacity: Capacity) -> bool:
     return True
 
 
+def startd_address(principal: object) -> str | None:
+    """The IPv4 address in a running job's ``StartdPrincipal``
+    (``execute-side@matchsession/10.64.0.2``), or None: no principal, or no address in it."""
+    if not isinstance(principal, str) or len(principal) > 512 or "/" not in principal:
+        return None
+    tail = principal.rsplit("/", 1)[1]
+    try:
+        return str(ipaddress.IPv4Address(tail))
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class JobView:
     status: int
     vm_name: str | None  # None: the job names no VM type
     ad: object = field(default=None, compare=False)  # the job's ClassAd, for matching
+    #: A running job's VM: the address its startd authenticated from (``startd_address``).
+    startd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +149,8 @@ class Demand:
     matched: int = 0  # unnamed jobs counted through ClassAd matching
     unknown: int = 0  # jobs naming a vm_name that is not in the grid
     unfit: Mapping[str, int] = field(default_factory=dict)  # jobs a type cannot hold, by type
+    #: The addresses of the VMs that run a job (running jobs' startds), whatever their type.
+    claimed: frozenset[str] = frozenset()
 
 
 def count_demand(
@@ -146,7 +168,10 @@ def count_demand(
     counts: Counter[str] = Counter()
     unfit: Counter[str] = Counter()
     idle = unnamed = matched = unknown = 0
+    claimed: set[str] = set()
     for job in jobs:
+        if job.status == RUNNING and job.startd is not None:
+            claimed.add(job.startd)
         if job.status == IDLE:
             idle += 1
         elif not (count_running and job.status == RUNNING):
@@ -165,4 +190,4 @@ def count_demand(
             unfit[name] += 1
             continue
         counts[name] += 1
-    return Demand(dict(counts), idle, unnamed, matched, unknown, dict(unfit))
+    return Demand(dict(counts), idle, unnamed, matched, unknown, dict(unfit), frozenset(claimed))

@@ -1,7 +1,9 @@
 """The grid file the role renders from the grid model (docs/coordinator.md, "Grid file").
 
 ``{"name", "vm_types", "max_vms_per_desktop", "require_hw_virtualization",
-"enrol_tokens_not_before", "desktops": [{"name", "index", "department"}]}``. Everything in it
+"enrol_tokens_not_before", "vpn_layout", "desktops": [{"name", "index", "department"}]}``.
+``vpn_layout`` (``grid_plan.layout``, optional) lets the coordinator name the desktop and slot of
+a VM by its tunnel address (``cvmc.gridmodel.addressing.slot_of_address``). Everything in it
 but the desktops' departments comes from the grid model, and is checked by the grid model's
 own functions (``cvmc.gridmodel``: the VM type catalogue, ``grid_max_vms_per_desktop``'s
 range, the grid's name, the enrolment watermark's range), the very ones the ``grid`` role's
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cvmc.gridmodel import catalogue, limits
-from cvmc.gridmodel.addressing import desktop_id
+from cvmc.gridmodel.addressing import desktop_id, plan_capacity, slot_resolver
 from cvmc.gridmodel.catalogue import VmType
 
 __all__ = ["GridDesktop", "GridFile", "VmType", "parse_grid", "parse_grid_text"]
@@ -47,6 +49,26 @@ class GridFile:
     require_hw_virtualization: bool = True
     #: grid_coordinator_enrol_tokens_not_before: enrolment tokens issued earlier are refused.
     enrol_tokens_not_before: int = 0
+    #: grid_plan.layout: the OpenVPN instances' slices; empty: VMs' addresses name no slot.
+    vpn_layout: tuple[Mapping[str, object], ...] = ()
+
+    def vm_slot(self, address: str) -> tuple[str, int] | None:
+        """(desktop id, slot) of the registered desktop's VM whose tunnel address is
+        ``address``; None without a layout, or for an address of no registered desktop's slot."""
+        if not self.vpn_layout:
+            return None
+        cached = self.__dict__.get("_slots")
+        if cached is None:
+            cached = (
+                slot_resolver(self.vpn_layout, self.max_vms_per_desktop),
+                {d.index: desktop_id(d.name) for d in self.desktops},
+            )
+            object.__setattr__(self, "_slots", cached)
+        resolve, by_index = cached
+        found = resolve(address)
+        if found is None or found[0] not in by_index:
+            return None
+        return by_index[found[0]], found[1]
 
     def vm_type(self, name: str) -> VmType | None:
         return next((t for t in self.vm_types if t.name == name), None)
@@ -84,10 +106,23 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         not_before = limits.setting(
             raw.get("enrol_tokens_not_before", 0), "grid_coordinator_enrol_tokens_not_before"
         )
+        layout = raw.get("vpn_layout", [])
+        if layout:
+            plan_capacity(layout, max_vms, name="grid_plan.layout")  # checks every slice
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    if not isinstance(layout, list):
+        raise ValueError(f"{name}: vpn_layout: {layout!r} is not a list (grid_plan.layout)")
     desktops = _parse_desktops(raw.get("desktops"), name)
-    return GridFile(grid_name, vm_types, max_vms, tuple(desktops), require_hw, not_before)
+    return GridFile(
+        grid_name,
+        vm_types,
+        max_vms,
+        tuple(desktops),
+        require_hw,
+        not_before,
+        tuple(dict(item) for item in layout),
+    )
 
 
 def _parse_desktops(desktops_raw: object, name: str) -> list[GridDesktop]:

@@ -6,8 +6,9 @@ Rules (docs/coordinator.md, "Lease algorithm"):
    lease that was not started by ``start_by`` expires. A desktop that is offline or revoked
    loses every lease.
 2. For each VM type, supply (offered + held leases) never exceeds demand. When demand drops,
-   the excess is revoked: offered leases first, then VMs still starting, then running VMs;
-   from the department that holds the most leases, the newest first.
+   the excess is revoked: offered leases first, then VMs still starting, then running VMs
+   without a job, then running VMs that run one (``claimed``: the schedd's running jobs name
+   their VMs); from the department that holds the most leases, the newest first.
 3. New leases go, one at a time, to the department that holds the fewest leases (ties by name),
    and inside it to the eligible desktop with the fewest VMs, then the most free memory. Types
    take turns, so one type's demand does not starve another's. A desktop is eligible for a type
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cvmc.coordinator.domain.grid import VmType
@@ -30,6 +31,7 @@ __all__ = [
     "DesktopView",
     "LeaseView",
     "allocate",
+    "claimed_leases",
 ]
 
 
@@ -44,6 +46,7 @@ class DesktopView:
     memory_free_mb: int
     revoked: bool = False
     unleased_vms: int = 0  # busy slots without a lease of ours (they will be vacated)
+    name: str = ""  # the registered name (desktop_id), which VMs' tunnel addresses map to
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,29 @@ class LeaseView:
     created_at: float
     start_by: float
     state: str = "offered"  # offered | starting | running
+    slot: int | None = None  # the desktop's slot that holds it, once the desktop reports it
 
 
 _REVOKE_ORDER = {"offered": 0, "starting": 1, "running": 2}
+#: The rank of a running lease whose VM runs a job: revoked last.
+_CLAIMED = 3
+
+
+def claimed_leases(
+    leases: Sequence[LeaseView],
+    desktops: Sequence[DesktopView],
+    claimed_slots: Collection[tuple[str, int]],
+) -> frozenset[str]:
+    """The ids of the held leases whose VM runs a job: their (desktop name, slot) is in
+    ``claimed_slots`` (from the running jobs' VM addresses, ``GridFile.vm_slot``)."""
+    if not claimed_slots:
+        return frozenset()
+    names = {desk.id: desk.name for desk in desktops}
+    return frozenset(
+        lease.id
+        for lease in leases
+        if lease.slot is not None and (names.get(lease.desktop_id), lease.slot) in claimed_slots
+    )
 
 
 @dataclass
@@ -83,17 +106,20 @@ def allocate(
     max_vms_per_desktop: int,
     new_id: Callable[[], str],
     require_hw_virt: bool = True,
+    claimed: frozenset[str] = frozenset(),
 ) -> Allocation:
     """Which leases to revoke (with the reason) and which to create.
 
     With ``require_hw_virt`` (``grid_policy.require_hw_virtualization``), only desktops that
     report VT-x/AMD-V get new leases; without it, any desktop may (slow software emulation).
+    ``claimed``: ids of running leases whose VM runs a job (:func:`claimed_leases`), which the
+    trim revokes last.
     """
     out = Allocation()
     by_id = {d.id: d for d in desktops}
     kept = _drop(leases, by_id, {t.name for t in types}, now, out)
     dept_load: Counter[str] = Counter(by_id[lease.desktop_id].department for lease in kept)
-    remaining = _trim(kept, demand, by_id, dept_load, out)
+    remaining = _trim(kept, demand, by_id, dept_load, out, claimed=claimed)
     supply = Counter(lease.vm_name for lease in remaining)
     need = {t.name: max(demand.get(t.name, 0), 0) - supply[t.name] for t in types}
     active = [t for t in types if need[t.name] > 0]
@@ -162,11 +188,14 @@ def _trim(
     by_id: Mapping[str, DesktopView],
     dept_load: Counter[str],
     out: Allocation,
+    *,
+    claimed: frozenset[str],
 ) -> list[LeaseView]:
     """Rule 2: revoke each type's supply above its demand.
 
-    Victims, one at a time: the least advanced state first (offered, starting, running); among
-    those, from the department that holds the most leases now; there, the newest lease.
+    Victims, one at a time: the least advanced state first (offered, starting, running without
+    a job, running with one); among those, from the department that holds the most leases now;
+    there, the newest lease.
     """
     by_type: dict[str, list[LeaseView]] = defaultdict(list)
     for lease in kept:
@@ -180,7 +209,7 @@ def _trim(
         # rank -> department -> leases, oldest first (so pop() takes the newest)
         buckets: dict[int, dict[str, list[LeaseView]]] = defaultdict(lambda: defaultdict(list))
         for lease in sorted(group, key=lambda item: (item.created_at, item.id)):
-            rank = _REVOKE_ORDER.get(lease.state, 0)
+            rank = _CLAIMED if lease.id in claimed else _REVOKE_ORDER.get(lease.state, 0)
             buckets[rank][by_id[lease.desktop_id].department].append(lease)
         for _ in range(excess):
             rank = min(r for r, depts in buckets.items() if any(depts.values()))

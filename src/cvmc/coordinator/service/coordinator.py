@@ -26,7 +26,7 @@ from cvmc.coordinator.domain.auth import derive_credential, signature_ok
 from cvmc.coordinator.domain.config import Config
 from cvmc.coordinator.domain.demand import Demand
 from cvmc.coordinator.domain.grid import GridFile
-from cvmc.coordinator.domain.leases import Allocation, LeaseView, allocate
+from cvmc.coordinator.domain.leases import Allocation, LeaseView, allocate, claimed_leases
 from cvmc.coordinator.ports import (
     CatalogueSource,
     DashboardCounts,
@@ -133,6 +133,8 @@ class Metrics:
     vm_tokens: int = 0
     vm_token_failures: int = 0
     declined: Counter[str] = field(default_factory=Counter)  # by reason, accepted heartbeats
+    #: Leased VMs that run a job (the schedd's running jobs name them), by VM type, last round.
+    with_jobs: dict[str, int] = field(default_factory=dict)
 
 
 MetricKind = Literal["gauge", "counter"]
@@ -164,6 +166,7 @@ class RoundReport:
     granted: int
     revoked: dict[str, int]
     leader: bool = True
+    with_jobs: dict[str, int] = field(default_factory=dict)
 
 
 class Coordinator:
@@ -436,6 +439,12 @@ class Coordinator:
 
     # -- allocation rounds ----------------------------------------------------------------
 
+    def _claimed_slots(self) -> set[tuple[str, int]]:
+        """(desktop, slot) of each VM that runs a job: the running jobs' VM addresses, mapped
+        through the grid's address plan (addresses of no registered slot are left out)."""
+        found = (self.grid.vm_slot(address) for address in self.demand.claimed)
+        return {slot for slot in found if slot is not None}
+
     def refresh_demand(self, now: float) -> None:
         if now - self.demand_at < self.config.demand.poll_s:
             return
@@ -492,8 +501,12 @@ class Coordinator:
                 max_vms_per_desktop=self.grid.max_vms_per_desktop,
                 new_id=lambda: "l-" + secrets.token_hex(8),
                 require_hw_virt=self.grid.require_hw_virtualization,
+                claimed=(claimed := claimed_leases(leases, desktops, self._claimed_slots())),
             )
             kept = result.kept(leases)
+            self.metrics.with_jobs = dict(
+                Counter(lease.vm_name for lease in kept if lease.id in claimed)
+            )
             supply = Counter(lease.vm_name for lease in kept)
             running = Counter(lease.vm_name for lease in kept if lease.state == "running")
             demand = {t.name: self.demand.by_type.get(t.name, 0) for t in self._types}
@@ -526,6 +539,7 @@ class Coordinator:
             granted=self.metrics.granted,
             revoked=dict(self.metrics.revoked),
             leader=self.leader,
+            with_jobs=dict(self.metrics.with_jobs),
         )
 
     def absorb(self, report: RoundReport) -> None:
@@ -538,6 +552,7 @@ class Coordinator:
         self.metrics.round_seconds = report.round_seconds
         self.metrics.granted = report.granted
         self.metrics.revoked = Counter(report.revoked)
+        self.metrics.with_jobs = dict(report.with_jobs)
         self.leader = report.leader
 
     # -- metrics --------------------------------------------------------------------------
@@ -584,6 +599,15 @@ class Coordinator:
             "gauge",
             "VMs the desktops report running, by VM type.",
             [((n,), self.counts.running.get(n, 0)) for n in names],
+            ("vm_name",),
+        )
+        family(
+            "cvmc_vms_with_jobs",
+            "gauge",
+            "Leased VMs that run a job, by VM type: the running jobs' VMs (their startds' "
+            "tunnel addresses), as the last allocation round saw them. The trim revokes VMs "
+            "without a job first.",
+            [((n,), self.metrics.with_jobs.get(n, 0)) for n in names],
             ("vm_name",),
         )
         family(
@@ -686,6 +710,7 @@ def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
         busy_slots=len(busy),
         policy=state["policy"],
         slot_leases={slot["lease_id"]: slot["state"] for slot in slots if slot.get("lease_id")},
+        lease_slots={slot["lease_id"]: slot["slot"] for slot in slots if slot.get("lease_id")},
         busy_lease_ids=frozenset(slot.get("lease_id") for slot in busy),
         declined=[(item["lease_id"], item["reason"]) for item in payload["declined"]],
     )
