@@ -217,32 +217,33 @@ def coordinator_get(m: dict[str, Any], path: str) -> str:
     return body
 
 
-def demand_shown(m: dict[str, Any]) -> tuple[int, int]:
-    """The idle type's demand in /metrics and on the dashboard."""
-    metric = re.search(
-        r'^cvmc_demand_jobs\{[^}]*vm_name="'
-        + re.escape(m["idle_type"])
+def type_metric(metrics: str, name: str, vm_name: str) -> int:
+    """The sample of ``name{vm_name="..."}`` in a /metrics text, or 0 when it has none."""
+    found = re.search(
+        "^"
+        + re.escape(name)
+        + r'\{[^}]*vm_name="'
+        + re.escape(vm_name)
         + r'"[^}]*\}\s+([0-9.e+]+)',
-        coordinator_get(m, "/metrics"),
+        metrics,
         re.M,
     )
+    return int(float(found.group(1))) if found else 0
+
+
+def demand_shown(m: dict[str, Any]) -> tuple[int, int]:
+    """The idle type's demand in /metrics and on the dashboard."""
+    metric = type_metric(coordinator_get(m, "/metrics"), "cvmc_demand_jobs", m["idle_type"])
     row = re.search(
         r"<tr><td>" + re.escape(m["idle_type"]) + r"</td><td>([0-9]+)</td>",
         coordinator_get(m, "/"),
     )
-    return (int(float(metric.group(1))) if metric else 0, int(row.group(1)) if row else 0)
+    return (metric, int(row.group(1)) if row else 0)
 
 
 def vms_with_jobs(m: dict[str, Any]) -> int:
     """The running type's leased VMs that run a job, in the coordinator's /metrics."""
-    metric = re.search(
-        r'^cvmc_vms_with_jobs\{[^}]*vm_name="'
-        + re.escape(m["running_type"])
-        + r'"[^}]*\}\s+([0-9.e+]+)',
-        coordinator_get(m, "/metrics"),
-        re.M,
-    )
-    return int(float(metric.group(1))) if metric else 0
+    return type_metric(coordinator_get(m, "/metrics"), "cvmc_vms_with_jobs", m["running_type"])
 
 
 def campus_drops(m: dict[str, Any]) -> int:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from coordinator.coord_support import Clock, enrol_body, make_coordinator, write_setup
@@ -181,9 +182,19 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     assert "backup" in failed.stderr
 
 
-def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -> None:
-    """A desktop revoked under revision 0001 (its row's revoked_at only) is on the
-    revocation list after the upgrade, so that no unused token re-enrols it."""
+#: A desktop row as revisions 0001 and 0002 hold it.
+_OLD_DESKTOP = (
+    "INSERT INTO desktops (id, name, department, generation, salt, last_seq, enrolled_at, "
+    "revoked_at, platform, agent_version, users, may_start, may_run, hw_virt, cpus, "
+    "memory_free_mb, max_vms, busy_slots, unleased_vms, policy) VALUES (:id, :name, 'default', "
+    "1, :salt, 0, 1.0, :revoked, 'linux', '0.1.0', 0, false, false, false, 0, 0, 0, 0, 0, '')"
+)
+
+
+def _migrate_from(
+    tmp_path: Path, db_url: str, revision: str, rows: list[tuple[str, dict[str, Any]]]
+) -> subprocess.CompletedProcess[str]:
+    """A database at ``revision`` holding ``rows`` (SQL, parameters), then `migrate` on it."""
     from alembic import command  # noqa: PLC0415
     from sqlalchemy import text  # noqa: PLC0415
 
@@ -193,69 +204,48 @@ def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -
     cfg = _alembic()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
-        for name, revoked in (("desk01", 1.5), ("desk02", None)):
-            conn.execute(
-                text(
-                    "INSERT INTO desktops (id, name, department, generation, salt, last_seq, "
-                    "enrolled_at, revoked_at, platform, agent_version, users, may_start, "
-                    "may_run, hw_virt, cpus, memory_free_mb, max_vms, busy_slots, unleased_vms, "
-                    "policy) VALUES (:id, :name, 'default', 1, :salt, 0, 1.0, :revoked, "
-                    "'linux', '0.1.0', 0, false, false, false, 0, 0, 0, 0, 0, '')"
-                ),
-                {"id": "d-" + name, "name": name, "salt": bytes(32), "revoked": revoked},
-            )
+        command.upgrade(cfg, revision)
+        for sql, params in rows:
+            conn.execute(text(sql), params)
     engine.dispose()
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
-    result = run("--config", str(config), "migrate")
-    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0003\n"), result.stderr
+    return run("--config", str(config), "migrate")
+
+
+def _query(db_url: str, sql: str) -> list[tuple[Any, ...]]:
+    from sqlalchemy import text  # noqa: PLC0415
+
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT desktop, revoked_at FROM revocations")).all()
+        rows = [tuple(row) for row in conn.execute(text(sql)).all()]
     engine.dispose()
-    assert [tuple(row) for row in rows] == [("desk01", 1.5)]
+    return rows
+
+
+def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -> None:
+    """A desktop revoked under revision 0001 (its row's revoked_at only) is on the
+    revocation list after the upgrade, so that no unused token re-enrols it."""
+    desks = [
+        (_OLD_DESKTOP, {"id": "d-" + name, "name": name, "salt": bytes(32), "revoked": revoked})
+        for name, revoked in (("desk01", 1.5), ("desk02", None))
+    ]
+    result = _migrate_from(tmp_path, db_url, "0001", desks)
+    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0003\n"), result.stderr
+    assert _query(db_url, "SELECT desktop, revoked_at FROM revocations") == [("desk01", 1.5)]
 
 
 def test_migration_0003_keeps_leases_and_gives_them_no_slot(tmp_path: Path, db_url: str) -> None:
     """Leases written under revision 0002 survive the upgrade, with no slot until their
     desktop's next heartbeat names it."""
-    from alembic import command  # noqa: PLC0415
-    from sqlalchemy import text  # noqa: PLC0415
-
-    from cvmc.coordinator.adapters.database import _alembic  # noqa: PLC0415
-
-    engine = create_engine(db_url)
-    cfg = _alembic()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0002")
-        conn.execute(
-            text(
-                "INSERT INTO desktops (id, name, department, generation, salt, last_seq, "
-                "enrolled_at, revoked_at, platform, agent_version, users, may_start, "
-                "may_run, hw_virt, cpus, memory_free_mb, max_vms, busy_slots, unleased_vms, "
-                "policy) VALUES ('d-1', 'desk01', 'default', 1, :salt, 0, 1.0, NULL, "
-                "'linux', '0.1.0', 0, false, false, false, 0, 0, 0, 0, 0, '')"
-            ),
-            {"salt": bytes(32)},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO leases (id, desktop_id, vm_name, cpus, memory_mb, created_at, "
-                "start_by, state) VALUES ('l-1', 'd-1', 'small', 1, 512, 1.0, 2.0, 'running')"
-            )
-        )
-    engine.dispose()
-    config = tmp_path / "c.toml"
-    config.write_text(f'[database]\nurl = "{db_url}"\n')
-    result = run("--config", str(config), "migrate")
+    desk = {"id": "d-1", "name": "desk01", "salt": bytes(32), "revoked": None}
+    lease = (
+        "INSERT INTO leases (id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, "
+        "state) VALUES ('l-1', 'd-1', 'small', 1, 512, 1.0, 2.0, 'running')"
+    )
+    result = _migrate_from(tmp_path, db_url, "0002", [(_OLD_DESKTOP, desk), (lease, {})])
     assert (result.returncode, result.stdout) == (0, "migrated 0002 -> 0003\n"), result.stderr
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, state, slot FROM leases")).all()
-    engine.dispose()
-    assert [tuple(row) for row in rows] == [("l-1", "running", None)]
+    assert _query(db_url, "SELECT id, state, slot FROM leases") == [("l-1", "running", None)]
 
 
 def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) -> None:

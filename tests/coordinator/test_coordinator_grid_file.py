@@ -73,6 +73,7 @@ def _with(**changes: Any) -> dict[str, Any]:
             r"^grid\.json: desktops\[0\]\.department: 'dept chem' is not a department name",
         ),
         (_with(vpn_layout={"name": "a"}), r"^grid\.json: grid_plan\.layout: expected a list"),
+        (_with(vpn_layout=None), r"^grid\.json: grid_plan\.layout: expected a list, got NoneType"),
         (
             _with(vpn_layout=[{"name": "a", "port": 1194, "network": "10.64.0.0/33"}]),
             r"^grid\.json: grid_plan\.layout\[a\]\.network: ",

@@ -86,6 +86,7 @@ def run(
     world: tuple[
         dict[str, int], list[DesktopView], list[LeaseView], frozenset[tuple[str, str]], int
     ],
+    claimed: frozenset[str] = frozenset(),
 ) -> tuple[Allocation, list[LeaseView]]:
     demand, desktops, leases, blocked, cap = world
     counter = itertools.count()
@@ -99,6 +100,7 @@ def run(
         ttl_s=TTL,
         max_vms_per_desktop=cap,
         new_id=lambda: f"l-new-{next(counter)}",
+        claimed=claimed,
     )
     return result, result.kept(leases)
 
@@ -285,25 +287,14 @@ def test_a_vm_that_runs_a_job_is_revoked_last(
 ) -> None:
     """Trimming for demand takes every running VM without a job of a type before one that
     runs a job (``claimed``), whatever their age and department."""
-    demand, desktops, leases, blocked, cap = world
+    leases = world[2]
     running = [lease.id for lease in leases if lease.state == "running"]
     claimed = (
         frozenset(data.draw(st.lists(st.sampled_from(running), unique=True)))
         if running
         else frozenset()
     )
-    result = allocate(
-        demand=demand,
-        types=TYPES,
-        desktops=desktops,
-        leases=leases,
-        blocked=blocked,
-        now=NOW,
-        ttl_s=TTL,
-        max_vms_per_desktop=cap,
-        new_id=lambda: "l-new",
-        claimed=claimed,
-    )
+    result, _ = run(world, claimed)
     trimmed = {lid for lid, why in result.revoked.items() if why == "demand"}
     for lease in leases:
         if lease.id in trimmed and lease.id in claimed:

@@ -106,13 +106,12 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         not_before = limits.setting(
             raw.get("enrol_tokens_not_before", 0), "grid_coordinator_enrol_tokens_not_before"
         )
+        # roles/grid_coordinator renders it from grid_plan.layout; absent: blind to jobs' VMs.
         layout = raw.get("vpn_layout", [])
-        if layout:
+        if layout != []:
             plan_capacity(layout, max_vms, name="grid_plan.layout")  # checks every slice
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
-    if not isinstance(layout, list):
-        raise ValueError(f"{name}: vpn_layout: {layout!r} is not a list (grid_plan.layout)")
     desktops = _parse_desktops(raw.get("desktops"), name)
     return GridFile(
         grid_name,

@@ -490,6 +490,7 @@ class Coordinator:
         self.refresh_demand(now)
         with self.store.round():
             desktops, leases, blocked = self.store.snapshot(now, self.config.leases.offline_after_s)
+            claimed = claimed_leases(leases, desktops, self._claimed_slots())
             result = allocate(
                 demand=self.demand.by_type,
                 types=self._types,
@@ -501,7 +502,7 @@ class Coordinator:
                 max_vms_per_desktop=self.grid.max_vms_per_desktop,
                 new_id=lambda: "l-" + secrets.token_hex(8),
                 require_hw_virt=self.grid.require_hw_virtualization,
-                claimed=(claimed := claimed_leases(leases, desktops, self._claimed_slots())),
+                claimed=claimed,
             )
             kept = result.kept(leases)
             self.metrics.with_jobs = dict(
