@@ -191,6 +191,35 @@ _OLD_DESKTOP = (
 )
 
 
+def test_hosts_that_migrate_one_database_at_once_take_turns(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Several coordinator hosts on one PostgreSQL database, migrated by one Ansible run at
+    once (molecule coordinator_ha): real processes race; exactly one upgrades, the others find
+    the schema at head, and none fails (without the lock, CREATE TABLE alembic_version ran
+    twice: UniqueViolation)."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "{postgres_url}"\n')
+    cli = [sys.executable, "-m", "cvmc.coordinator.entrypoints.cli", "--config", str(config)]
+    procs = [
+        subprocess.Popen(
+            [*cli, "migrate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    results = [(proc.wait(120), *proc.communicate()) for proc in procs]
+    assert [rc for rc, _out, _err in results] == [0] * 4, [err for _rc, _out, err in results]
+    outputs = sorted(out for _rc, out, _err in results)
+    assert outputs == ["migrated none -> 0003\n"] + ["unchanged\n"] * 3, outputs
+
+
 def _migrate_from(
     tmp_path: Path, db_url: str, revision: str, rows: list[tuple[str, dict[str, Any]]]
 ) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 from cvmc.coordinator.domain.config import DatabaseConfig
@@ -73,12 +73,20 @@ def _alembic() -> AlembicConfig:
     return cfg
 
 
+#: PostgreSQL advisory lock ("cvmm") that ``migrate`` holds for its transaction, so that the
+#: coordinator hosts of one database, migrated at once by one Ansible run, take turns: the
+#: first upgrades, the others then find the schema at head.
+MIGRATE_KEY = 0x63766D6D
+
+
 def migrate(engine: Engine) -> tuple[str | None, str]:
     """Upgrade the schema to head; return (revision before, head)."""
     cfg = _alembic()
     head = ScriptDirectory.from_config(cfg).get_current_head()
     assert head is not None
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_KEY})
         before = MigrationContext.configure(conn).get_current_revision()
         if before != head:
             cfg.attributes["connection"] = conn
