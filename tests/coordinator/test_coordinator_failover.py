@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -371,3 +372,77 @@ def test_serve_starts_a_dead_worker_again_and_stops_all_on_sigterm(tmp_path: Pat
         assert proc.wait(60) == 0
         _gone, alive = psutil.wait_procs([*everyone, *family], timeout=15)
         assert alive == [], [p.pid for p in alive]
+
+
+#: A stand-in for systemd as PID 1: a child subreaper (prctl PR_SET_CHILD_SUBREAPER, 36) that
+#: ignores SIGTERM, runs the command, and reaps whatever ends. A process it reaps other than
+#: its own child outlived that child (it was orphaned to the reaper, as to systemd). Prints the
+#: reaped pids as JSON: {"main": [pid, status], "orphans": [pid, ...]}.
+REAPER = """
+import ctypes, json, os, signal, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+main = subprocess.Popen(sys.argv[1:], stdout=sys.stderr, stderr=sys.stderr)
+orphans, status, deadline = [], None, None
+while deadline is None or time.monotonic() < deadline:
+    try:
+        pid, code = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.01)
+    elif pid == main.pid:
+        status, deadline = code, time.monotonic() + 5
+    else:
+        orphans.append(pid)
+print(json.dumps({"main": [main.pid, status], "orphans": orphans}))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_to_every_process_leaves_serve_the_last_to_end(
+    tmp_path: Path, pg: str, workers: int
+) -> None:
+    """``systemctl stop`` sends SIGTERM to every process of the unit at once and waits for the
+    last. No child may outlive ``serve`` (where systemd cannot watch the control group empty,
+    cgroup v1 in a container, it waited 90 s for multiprocessing's resource tracker, which
+    ignores SIGTERM and ended only after ``serve``), and none may be started again during the
+    shutdown (the rounds child, ended by that SIGTERM, was)."""
+    setup = write_setup(tmp_path, pg)
+    port = free_port()
+    config = tmp_path / "s.toml"
+    config.write_text(
+        f'[server]\nlisten_port = {port}\npublic_url = "https://coordinator"\n'
+        f'[database]\nurl = "{pg}"\n'
+        f'[enrolment]\nkey_file = "{setup.enrolment.key_file}"\n'
+        f'[images]\ndir = "{setup.images.dir}"\n'
+        f'[demand]\nsource = "job_ads_file"\njob_ads_file = "{setup.demand.job_ads_file}"\n'
+        f'[grid]\nmodel_file = "{setup.grid.model_file}"\n'
+    )
+    cli = [sys.executable, "-m", "cvmc.coordinator.entrypoints.cli", "--config", str(config)]
+    subprocess.run([*cli, "migrate"], check=True, timeout=120, capture_output=True)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", REAPER, *cli, "serve", "--workers", str(workers)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,  # its own process group: killpg reaches every process
+        )
+    try:
+        db = Database(pg)
+        wait_for("the rounds processes", lambda: db.rounds_sessions() == workers)
+        wait_for(
+            "answers",
+            lambda: httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
+        )
+        db.engine.dispose()
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    reaped = json.loads(out)
+    assert reaped["main"][1] is not None, log.read_text()[-2000:]
+    assert reaped["orphans"] == [], f"processes outlived serve: {reaped}"
+    assert "starting a new one" not in log.read_text(), log.read_text()[-2000:]

@@ -165,7 +165,12 @@ def serve(config: Config, workers: int = 1) -> int:
         uvicorn.Server(_uvicorn_config(config, _app(config))).run()
         return 0
     build(config).store.close()  # a bad file or schema stops here, before any worker starts
-    return _supervise(config, workers)
+    from cvmc.coordinator.adapters.rounds import stop_resource_tracker  # noqa: PLC0415
+
+    try:
+        return _supervise(config, workers)
+    finally:
+        stop_resource_tracker()  # the workers' too: they share this process's tracker
 
 
 #: A worker that ends within this many seconds of its start failed to start: ``serve`` stops.

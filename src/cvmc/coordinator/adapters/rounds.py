@@ -24,6 +24,7 @@ that started it, and ends the child when it is not (an orphan is adopted by anot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -75,9 +76,34 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
 
 
+def stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker, if this process started it.
+
+    The tracker (started with the first spawned child) ignores SIGTERM and SIGINT and ends only
+    when its pipe closes, that is just after the process that started it. systemd, stopping the
+    unit, sends SIGTERM to all of its processes and waits for the last: where it cannot watch
+    the control group empty (cgroup v1 in a container) it waits for one that outlives the main
+    process until ``TimeoutStopSec`` (90 s). Stopped here, before the end, it never does.
+    """
+    from multiprocessing import resource_tracker  # noqa: PLC0415
+
+    tracker = resource_tracker._resource_tracker  # no public way to stop it
+    if getattr(tracker, "_pid", None) is None:
+        return  # not started, or started by a parent (a worker's children share its tracker)
+    stop = getattr(tracker, "_stop", None)  # a private API: if gone, it ends after us as before
+    if callable(stop):
+        with contextlib.suppress(Exception):
+            stop()
+
+
 def _child_start(factory: Callable[[], Coordinator], parent: int) -> None:
     global _child  # noqa: PLW0603 - the child process's one coordinator
     die_with_parent(parent)
+    # Only its parent ends the child (close(), or the kernel when the parent dies): SIGTERM to
+    # the whole unit (systemctl stop) or SIGINT to the terminal's group would end it before the
+    # parent's shutdown, which would then start it again while stopping.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
@@ -123,6 +149,10 @@ class ProcessRounds:
             await asyncio.sleep(max(interval - (time.monotonic() - started), 0.05))
 
     def close(self, *, wait: bool = True) -> None:
+        """Stop the child; ``wait``: for it to end, and then the resource tracker (the end of
+        the service: see ``stop_resource_tracker``)."""
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
+        if wait:
+            stop_resource_tracker()
