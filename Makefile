@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Every Python file of the project: the package, the Ansible plugins and modules, the scripts
 # roles install, tests and benchmarks.
-PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) \
+PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) molecule/coordinator_ha/files \
 	$(wildcard roles/*/filter_plugins)
 # Molecule scenarios, in the order `make test` runs them. molecule/default is a stub that runs
 # nothing (molecule/default/molecule.yml says why it exists).

@@ -49,7 +49,10 @@ case $suite in
   # htcondor (install source "distribution"): Debian 13 ships HTCondor as the package condor.
   # playbooks/build_image.yml: the research VM image's kernel and initramfs (Debian 13).
   trixie) GRID_REPO_PACKAGES+=(condor linux-image-amd64 initramfs-tools) ;;
-  bookworm) ;;
+  # molecule coordinator_ha: the PostgreSQL server a campus provides for several coordinator
+  # hosts (no role installs it; the scenario's database host does, as a site's DBA would), and
+  # grid_coordinator's pg_dump for the backups of a PostgreSQL database.
+  bookworm) GRID_REPO_PACKAGES+=(postgresql postgresql-client) ;;
   *) echo "base-image: unknown suite '$suite' (bookworm or trixie)" >&2; exit 2 ;;
 esac
 
