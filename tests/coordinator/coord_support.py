@@ -188,10 +188,14 @@ def heartbeat(
     memory_free_mb: int = 8000,
     slots: list[dict[str, Any]] | None = None,
     declined: list[dict[str, Any]] | None = None,
+    memory_total_mb: int = 16000,
+    hw_virt: bool = True,
+    hw_virt_held_by: str | None = None,
+    agent_version: str = "0.1.0",
 ) -> dict[str, Any]:
     return {
         "sent_at": "2026-11-23T02:05:00+01:00",
-        "agent_version": "0.1.0",
+        "agent_version": agent_version,
         "state": {
             "users": users,
             "may_run": may_start,
@@ -203,11 +207,11 @@ def heartbeat(
         },
         "resources": {
             "cpus": 4,
-            "memory_total_mb": 16000,
+            "memory_total_mb": memory_total_mb,
             "memory_free_mb": memory_free_mb,
             "disk_free_mb": 100000,
-            "hw_virt": True,
-            "hw_virt_held_by": None,
+            "hw_virt": hw_virt,
+            "hw_virt_held_by": hw_virt_held_by,
             "hypervisor": "qemu",
             "hypervisor_version": "7.2",
         },

@@ -8,13 +8,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cvmc.coordinator.domain.demand import Demand
+from cvmc.coordinator.domain.health import DeclineRecord, HardwareGroup
 from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
 
 __all__ = [
+    "RECENT_DECLINES",
+    "RECENT_S",
     "AuthRecord",
     "CatalogueSource",
     "DashboardCounts",
+    "DeclineRecord",
     "DemandSource",
+    "DesktopRecord",
     "HeartbeatItem",
     "HeartbeatResult",
     "HeartbeatUpdate",
@@ -87,6 +92,9 @@ class HeartbeatUpdate:
     busy_lease_ids: frozenset[str | None] = frozenset()
     declined: Sequence[tuple[str, str]] = ()  # (lease id, reason)
     lease_slots: Mapping[str, int] = field(default_factory=dict)  # lease id -> its slot
+    memory_total_mb: int = 0
+    hw_virt_held_by: str | None = None  # what holds VT-x/AMD-V (Hyper-V, VBS), if anything
+    decline_details: Mapping[str, str] = field(default_factory=dict)  # lease id -> detail
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,46 @@ class DashboardCounts:
     running: Mapping[str, int]  # VMs running by type
     leases: Mapping[str, int]  # leases by type
     departments: Mapping[str, int] = field(default_factory=dict)  # leases by department
+    #: Enrolled, unrevoked desktops grouped by their hardware.
+    hardware: tuple[HardwareGroup, ...] = ()
+    #: Declines in the recent window (``RECENT_S``), by (VM type, reason).
+    declines: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    #: The latest declines, newest first (at most ``RECENT_DECLINES``).
+    recent_declines: tuple[DeclineRecord, ...] = ()
+    #: Core-seconds delivered, by (department, VM type).
+    core_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    #: Desktops by department and state.
+    department_states: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    #: Enrolled, unrevoked desktops by agent version.
+    agent_versions: Mapping[str, int] = field(default_factory=dict)
+    #: CPUs of running VMs.
+    cores_running: int = 0
+
+
+#: The window of "recent" declines, in seconds.
+RECENT_S = 3600.0
+#: How many of the latest declines the dashboard's counts carry.
+RECENT_DECLINES = 20
+
+
+@dataclass(frozen=True)
+class DesktopRecord:
+    """One desktop as the operator's view lists it."""
+
+    name: str
+    department: str
+    state: str  # idle / busy / owner_present / offline / revoked
+    platform: str
+    agent_version: str
+    last_seen: float | None
+    cpus: int
+    memory_total_mb: int
+    memory_free_mb: int
+    hw_virt: bool
+    hw_virt_held_by: str | None
+    policy: str
+    vms: tuple[tuple[str, str], ...]  # (VM type, lease state) of its leases
+    declines: int  # in the recent window
 
 
 class Store(ABC):
@@ -210,10 +258,29 @@ class Store(ABC):
         now: float,
         sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         keep_history_s: float,
-    ) -> None: ...
+        usage: Mapping[tuple[str, str], float] | None = None,
+    ) -> None:
+        """Write the round's leases and sample, add ``usage`` (core-seconds by department and
+        VM type) to the totals, and drop history older than ``keep_history_s``."""
 
     @abstractmethod
     def counts(self, now: float, offline_after_s: float) -> DashboardCounts: ...
+
+    @abstractmethod
+    def desktop_records(
+        self,
+        now: float,
+        offline_after_s: float,
+        *,
+        department: str | None = None,
+        limit: int = 500,
+        offset: int = 0,
+    ) -> list[DesktopRecord]:
+        """Enrolled desktops by name (of ``department`` only, if given), a page of them."""
+
+    @abstractmethod
+    def recent_declines(self, since: float, limit: int) -> list[DeclineRecord]:
+        """Declines since ``since``, newest first, at most ``limit``."""
 
     @abstractmethod
     def history(

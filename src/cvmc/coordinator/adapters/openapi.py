@@ -10,8 +10,9 @@ import copy
 from typing import Any
 
 from cvmc import __version__, protocol
+from cvmc.coordinator.domain.grid import DEPARTMENT_PATTERN
 
-__all__ = ["openapi_document"]
+__all__ = ["ADMIN_LIMIT_MAX", "ADMIN_OFFSET_MAX", "openapi_document"]
 
 
 def _schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +56,64 @@ _SIGNED = [
         "schema": {"type": "string", "maxLength": 200},
     },
 ]
+#: The admin API's query parameters (``cvmc.coordinator.adapters.web`` checks them).
+ADMIN_LIMIT_MAX = 1000
+ADMIN_OFFSET_MAX = 10_000_000
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": ADMIN_LIMIT_MAX},
+}
+
+
+def _admin_paths() -> dict[str, Any]:
+    """The read-only admin API: JSON for operators (private, as ``/metrics`` is)."""
+
+    def get(operation: str, what: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        reply: dict[str, Any] = {"type": "object" if operation == "admin_summary" else "array"}
+        return {
+            "get": {
+                "operationId": operation,
+                "parameters": parameters,
+                "responses": {
+                    "200": {
+                        "description": what,
+                        "content": {"application/json": {"schema": reply}},
+                    },
+                    **_errors("malformed"),
+                },
+            }
+        }
+
+    return {
+        "/admin/v1/summary": get("admin_summary", "what the dashboard shows", []),
+        "/admin/v1/departments": get(
+            "admin_departments", "desktops by state, leases and core-hours per department", []
+        ),
+        "/admin/v1/desktops": get(
+            "admin_desktops",
+            "enrolled desktops by name, a page of them",
+            [
+                {
+                    "name": "department",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": DEPARTMENT_PATTERN},
+                },
+                _LIMIT,
+                {
+                    "name": "offset",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": ADMIN_OFFSET_MAX},
+                },
+            ],
+        ),
+        "/admin/v1/declines": get("admin_declines", "the latest declines, newest first", [_LIMIT]),
+    }
+
+
 _AUTH_ERRORS = ("malformed", "unknown_desktop", "bad_signature", "replayed_sequence", "revoked")
 
 
@@ -130,6 +189,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_admin_paths(),
             "/": {
                 "get": {
                     "operationId": "dashboard",

@@ -18,7 +18,17 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["declines", "desktops", "enrolments", "leases", "metadata", "revocations", "samples"]
+__all__ = [
+    "decline_events",
+    "declines",
+    "desktops",
+    "enrolments",
+    "leases",
+    "metadata",
+    "revocations",
+    "samples",
+    "usage",
+]
 
 metadata = MetaData()
 
@@ -48,6 +58,8 @@ desktops = Table(
     Column("busy_slots", Integer, nullable=False, default=0),
     Column("unleased_vms", Integer, nullable=False, default=0),
     Column("policy", String(300), nullable=False, default=""),
+    Column("memory_total_mb", Integer, nullable=False, default=0, server_default="0"),
+    Column("hw_virt_held_by", String(300), nullable=True),  # what holds VT-x (Hyper-V, VBS)
 )
 
 #: Every (desktop, token generation) ever accepted: a token works once.
@@ -101,4 +113,28 @@ samples = Table(
     Column("demand", Text, nullable=False),  # JSON {vm_name: jobs}
     Column("supply", Text, nullable=False),  # JSON {vm_name: leases}
     Column("running", Text, nullable=False),  # JSON {vm_name: running VMs}
+)
+
+#: Every decline a desktop reported, with the agent's detail; kept as long as the chart's
+#: history (``leases.history_s``). The dashboard's "recent declines" and the admin API read it.
+decline_events = Table(
+    "decline_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("desktop_id", String(64), nullable=False),
+    Column("vm_name", String(63), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("detail", String(300), nullable=False),
+    Index("ix_decline_events_at", "at"),
+)
+
+#: Core-seconds that running VMs delivered, per department and VM type (counted each
+#: allocation round: a running lease's CPUs times the time since the last round).
+usage = Table(
+    "usage",
+    metadata,
+    Column("department", String(64), primary_key=True),
+    Column("vm_name", String(63), primary_key=True),
+    Column("core_seconds", Float, nullable=False),
 )

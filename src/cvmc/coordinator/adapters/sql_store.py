@@ -52,17 +52,24 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from cvmc.coordinator.adapters.pg_leader import PgLeaderLock
 from cvmc.coordinator.adapters.schema import (
+    decline_events,
     declines,
     desktops,
     enrolments,
     leases,
     revocations,
     samples,
+    usage,
 )
+from cvmc.coordinator.domain.health import HardwareGroup
 from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
 from cvmc.coordinator.ports import (
+    RECENT_DECLINES,
+    RECENT_S,
     AuthRecord,
     DashboardCounts,
+    DeclineRecord,
+    DesktopRecord,
     HeartbeatItem,
     HeartbeatResult,
     HeartbeatUpdate,
@@ -99,6 +106,8 @@ _STATE_COLUMNS = (
     "busy_slots",
     "unleased_vms",
     "policy",
+    "memory_total_mb",
+    "hw_virt_held_by",
 )
 #: SQLite: the row update and the lease read, as SQL for the driver itself (sqlite3's named
 #: parameters). A heartbeat is the one hot path; SQLAlchemy's statement execution was about a
@@ -128,7 +137,9 @@ _ACCEPT_PG = (
     "agent_version = %(b_agent_version)s, users = %(b_users)s, may_start = %(b_may_start)s, "
     "may_run = %(b_may_run)s, hw_virt = %(b_hw_virt)s, cpus = %(b_cpus)s, "
     "memory_free_mb = %(b_memory_free_mb)s, max_vms = %(b_max_vms)s, "
-    "busy_slots = %(b_busy_slots)s, policy = %(b_policy)s, unleased_vms = (SELECT count(*) FROM "
+    "busy_slots = %(b_busy_slots)s, policy = %(b_policy)s, "
+    "memory_total_mb = %(b_memory_total_mb)s, hw_virt_held_by = %(b_hw_virt_held_by)s, "
+    "unleased_vms = (SELECT count(*) FROM "
     "unnest(CAST(%(b_busy)s AS text[])) AS b(lease_id) WHERE b.lease_id IS NULL OR NOT EXISTS "
     "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = %(b_id)s)) "
     "WHERE id = %(b_id)s AND last_seq < %(b_seq)s AND revoked_at IS NULL RETURNING id) "
@@ -188,6 +199,8 @@ def _row_values(
         "b_busy_slots": update_.busy_slots,
         "b_unleased_vms": unleased,
         "b_policy": update_.policy,
+        "b_memory_total_mb": update_.memory_total_mb,
+        "b_hw_virt_held_by": update_.hw_virt_held_by,
     }
 
 
@@ -200,6 +213,8 @@ class _Plan:
     states: list[tuple[str, str, int | None]] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)  # declined, released or expired
     blocks: list[tuple[str, str]] = field(default_factory=list)  # (vm_name, decline reason)
+    #: (vm_name, reason, detail) of each declined lease, expired ones included.
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
@@ -216,6 +231,8 @@ def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Pl
         slot_state = update_.slot_leases.get(lease.id)
         if lease.id in declined:
             plan.gone.append(lease.id)
+            detail = update_.decline_details.get(lease.id, "")
+            plan.events.append((lease.vm_name, declined[lease.id], detail))
             if declined[lease.id] != "expired":
                 plan.blocks.append((lease.vm_name, declined[lease.id]))
         elif slot_state is None or slot_state == "stopped":
@@ -230,6 +247,23 @@ def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Pl
                 plan.states.append((lease.id, state, slot))
             plan.kept.append(replace(lease, state=state, slot=slot))
     return plan
+
+
+#: A desktop's states, as the dashboard counts them.
+_STATES = ("idle", "busy", "owner_present", "offline", "revoked")
+
+
+def _state(cutoff: float) -> Any:  # noqa: ANN401 - a SQLAlchemy CASE expression
+    """A desktop's state (``_STATES``): revoked; offline (not heard from since ``cutoff``);
+    owner_present (someone is logged on); busy (a slot holds a VM); else idle."""
+    return case(
+        (desktops.c.revoked_at.is_not(None), "revoked"),
+        (desktops.c.last_seen.is_(None), "offline"),
+        (desktops.c.last_seen < cutoff, "offline"),
+        (desktops.c.users > 0, "owner_present"),
+        (desktops.c.busy_slots > 0, "busy"),
+        else_="idle",
+    )
 
 
 class SqlStore(Store):
@@ -564,6 +598,20 @@ class SqlStore(Store):
         if backoff_s > 0:
             for vm_name, reason in plan.blocks:
                 self._block(conn, desktop_id, vm_name, now + backoff_s, reason)
+        if plan.events:
+            conn.execute(
+                insert(decline_events),
+                [
+                    {
+                        "at": now,
+                        "desktop_id": desktop_id,
+                        "vm_name": vm_name,
+                        "reason": reason,
+                        "detail": detail,
+                    }
+                    for vm_name, reason, detail in plan.events
+                ],
+            )
 
     def _block(
         self, conn: Connection, desktop_id: str, vm_name: str, until: float, why: str
@@ -685,6 +733,7 @@ class SqlStore(Store):
         now: float,
         sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         keep_history_s: float,
+        usage: Mapping[tuple[str, str], float] | None = None,
     ) -> None:
         with self._write_round() as conn:
             if allocation.revoked:
@@ -716,39 +765,53 @@ class SqlStore(Store):
             )
             conn.execute(delete(samples).where(samples.c.at < now - keep_history_s))
             conn.execute(delete(declines).where(declines.c.until <= now))
+            conn.execute(
+                delete(decline_events).where(
+                    decline_events.c.at < now - max(keep_history_s, RECENT_S)
+                )
+            )
+            for (department, vm_name), seconds in sorted((usage or {}).items()):
+                self._add_usage(conn, department, vm_name, seconds)
+
+    @staticmethod
+    def _add_usage(conn: Connection, department: str, vm_name: str, seconds: float) -> None:
+        """Add to a (department, VM type)'s core-seconds (only the leading process writes)."""
+        key = and_(usage.c.department == department, usage.c.vm_name == vm_name)
+        done = conn.execute(
+            update(usage).where(key).values(core_seconds=usage.c.core_seconds + seconds)
+        )
+        if done.rowcount == 0:
+            conn.execute(
+                insert(usage).values(department=department, vm_name=vm_name, core_seconds=seconds)
+            )
 
     # -- dashboard ------------------------------------------------------------------------
 
     def counts(self, now: float, offline_after_s: float) -> DashboardCounts:
-        cutoff = now - offline_after_s
-        state = case(
-            (desktops.c.revoked_at.is_not(None), "revoked"),
-            (desktops.c.last_seen.is_(None), "offline"),
-            (desktops.c.last_seen < cutoff, "offline"),
-            (desktops.c.users > 0, "owner_present"),
-            (desktops.c.busy_slots > 0, "busy"),
-            else_="idle",
-        )
-        states: dict[str, int] = dict.fromkeys(
-            ("idle", "busy", "owner_present", "offline", "revoked"), 0
-        )
+        state = _state(now - offline_after_s)
+        states: dict[str, int] = dict.fromkeys(_STATES, 0)
+        enrolled = desktops.c.revoked_at.is_(None)
         with self.engine.connect() as conn:
-            for name, count in conn.execute(select(state, func.count()).group_by(state)):
-                states[name] = int(count)
-            running: dict[str, int] = {
-                name: int(count)
-                for name, count in conn.execute(
-                    select(leases.c.vm_name, func.count())
-                    .where(leases.c.state == "running")
-                    .group_by(leases.c.vm_name)
+            by_dept_state: dict[str, dict[str, int]] = {}
+            for department, name, count in conn.execute(
+                select(desktops.c.department, state, func.count()).group_by(
+                    desktops.c.department, state
                 )
-            }
-            by_type: dict[str, int] = {
-                name: int(count)
-                for name, count in conn.execute(
-                    select(leases.c.vm_name, func.count()).group_by(leases.c.vm_name)
-                )
-            }
+            ):
+                states[name] += int(count)
+                by_dept_state.setdefault(department, dict.fromkeys(_STATES, 0))[name] = int(count)
+            running: dict[str, int] = {}
+            by_type: dict[str, int] = {}
+            cores_running = 0
+            for name, lease_state, count, cpus in conn.execute(
+                select(
+                    leases.c.vm_name, leases.c.state, func.count(), func.sum(leases.c.cpus)
+                ).group_by(leases.c.vm_name, leases.c.state)
+            ):
+                by_type[name] = by_type.get(name, 0) + int(count)
+                if lease_state == "running":
+                    running[name] = int(count)
+                    cores_running += int(cpus or 0)
             by_dept: dict[str, int] = {
                 name: int(count)
                 for name, count in conn.execute(
@@ -757,7 +820,173 @@ class SqlStore(Store):
                     .group_by(desktops.c.department)
                 )
             }
-        return DashboardCounts(states, running, by_type, by_dept)
+            hardware = tuple(
+                HardwareGroup(bool(hw), held, int(memory), int(cpus), int(count))
+                for hw, held, memory, cpus, count in conn.execute(
+                    select(
+                        desktops.c.hw_virt,
+                        desktops.c.hw_virt_held_by,
+                        desktops.c.memory_total_mb,
+                        desktops.c.cpus,
+                        func.count(),
+                    )
+                    .where(enrolled)
+                    .group_by(
+                        desktops.c.hw_virt,
+                        desktops.c.hw_virt_held_by,
+                        desktops.c.memory_total_mb,
+                        desktops.c.cpus,
+                    )
+                )
+            )
+            since = now - RECENT_S
+            recent: dict[tuple[str, str], int] = {
+                (name, reason): int(count)
+                for name, reason, count in conn.execute(
+                    select(decline_events.c.vm_name, decline_events.c.reason, func.count())
+                    .where(decline_events.c.at >= since)
+                    .group_by(decline_events.c.vm_name, decline_events.c.reason)
+                )
+            }
+            latest = self._declines(conn, since, RECENT_DECLINES)
+            core_seconds = {
+                (department, name): float(seconds)
+                for department, name, seconds in conn.execute(
+                    select(usage.c.department, usage.c.vm_name, usage.c.core_seconds)
+                )
+            }
+            versions = {
+                version: int(count)
+                for version, count in conn.execute(
+                    select(desktops.c.agent_version, func.count())
+                    .where(enrolled)
+                    .group_by(desktops.c.agent_version)
+                )
+            }
+        return DashboardCounts(
+            states,
+            running,
+            by_type,
+            by_dept,
+            hardware=hardware,
+            declines=recent,
+            recent_declines=tuple(latest),
+            core_seconds=core_seconds,
+            department_states=by_dept_state,
+            agent_versions=versions,
+            cores_running=cores_running,
+        )
+
+    @staticmethod
+    def _declines(conn: Connection, since: float, limit: int) -> list[DeclineRecord]:
+        rows = conn.execute(
+            select(
+                decline_events.c.at,
+                desktops.c.name,
+                desktops.c.department,
+                decline_events.c.vm_name,
+                decline_events.c.reason,
+                decline_events.c.detail,
+            )
+            .select_from(
+                decline_events.outerjoin(desktops, decline_events.c.desktop_id == desktops.c.id)
+            )
+            .where(decline_events.c.at >= since)
+            .order_by(decline_events.c.at.desc(), decline_events.c.id.desc())
+            .limit(limit)
+        )
+        return [
+            DeclineRecord(at, name or "(gone)", department or "", vm_name, reason, detail)
+            for at, name, department, vm_name, reason, detail in rows
+        ]
+
+    def recent_declines(self, since: float, limit: int) -> list[DeclineRecord]:
+        with self.engine.connect() as conn:
+            return self._declines(conn, since, limit)
+
+    def desktop_records(
+        self,
+        now: float,
+        offline_after_s: float,
+        *,
+        department: str | None = None,
+        limit: int = 500,
+        offset: int = 0,
+    ) -> list[DesktopRecord]:
+        state = _state(now - offline_after_s)
+        query = select(
+            desktops.c.id,
+            desktops.c.name,
+            desktops.c.department,
+            state,
+            desktops.c.platform,
+            desktops.c.agent_version,
+            desktops.c.last_seen,
+            desktops.c.cpus,
+            desktops.c.memory_total_mb,
+            desktops.c.memory_free_mb,
+            desktops.c.hw_virt,
+            desktops.c.hw_virt_held_by,
+            desktops.c.policy,
+        )
+        if department is not None:
+            query = query.where(desktops.c.department == department)
+        query = query.order_by(desktops.c.name).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            ids = [row[0] for row in rows]
+            vms: dict[str, list[tuple[str, str]]] = {}
+            recent: dict[str, int] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for desk, vm_name, lease_state in conn.execute(
+                    select(leases.c.desktop_id, leases.c.vm_name, leases.c.state)
+                    .where(leases.c.desktop_id.in_(chunk))
+                    .order_by(leases.c.desktop_id, leases.c.vm_name, leases.c.id)
+                ):
+                    vms.setdefault(desk, []).append((vm_name, lease_state))
+                for desk, count in conn.execute(
+                    select(decline_events.c.desktop_id, func.count())
+                    .where(
+                        decline_events.c.desktop_id.in_(chunk),
+                        decline_events.c.at >= now - RECENT_S,
+                    )
+                    .group_by(decline_events.c.desktop_id)
+                ):
+                    recent[desk] = int(count)
+        return [
+            DesktopRecord(
+                name=name,
+                department=dept,
+                state=desk_state,
+                platform=platform,
+                agent_version=version,
+                last_seen=seen,
+                cpus=cpus,
+                memory_total_mb=total,
+                memory_free_mb=free,
+                hw_virt=bool(hw),
+                hw_virt_held_by=held,
+                policy=policy,
+                vms=tuple(vms.get(desk_id, ())),
+                declines=recent.get(desk_id, 0),
+            )
+            for (
+                desk_id,
+                name,
+                dept,
+                desk_state,
+                platform,
+                version,
+                seen,
+                cpus,
+                total,
+                free,
+                hw,
+                held,
+                policy,
+            ) in rows
+        ]
 
     def history(
         self, since: float

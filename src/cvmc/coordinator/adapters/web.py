@@ -40,10 +40,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from cvmc.coordinator.adapters.dashboard import render_dashboard
-from cvmc.coordinator.adapters.openapi import openapi_document
+from cvmc.coordinator.adapters.dashboard import render_dashboard, render_desktops
+from cvmc.coordinator.adapters.openapi import (
+    ADMIN_LIMIT_MAX,
+    ADMIN_OFFSET_MAX,
+    openapi_document,
+)
 from cvmc.coordinator.adapters.prometheus import CONTENT_TYPE, Exporter
 from cvmc.coordinator.adapters.rounds import ProcessRounds
+from cvmc.coordinator.domain.grid import DEPARTMENT
 from cvmc.coordinator.domain.ratelimit import RateLimiter
 from cvmc.coordinator.ports import HeartbeatItem, HeartbeatResult
 from cvmc.coordinator.service.coordinator import ApiError, Coordinator
@@ -132,6 +137,76 @@ class _HeartbeatBatcher:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _number(request: Request, name: str, default: int, top: int, bottom: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not bottom <= int(raw) <= top:
+        raise ApiError("malformed", f"{name} must be an integer from {bottom} to {top}")
+    return int(raw)
+
+
+def _department(request: Request) -> str | None:
+    raw = request.query_params.get("department")
+    if raw is not None and not DEPARTMENT.match(raw):
+        raise ApiError("malformed", "department must be 1 to 64 of A-Z a-z 0-9 _ . -")
+    return raw
+
+
+def _admin_routes(coordinator: Coordinator) -> list[Route]:
+    """The read-only admin API (``/admin/v1/...``) and the desktops page: what the
+    dashboard shows, and each desktop, for operators (nginx keeps them private)."""
+
+    async def answer(
+        handler: Callable[[Request], Awaitable[Response]], request: Request
+    ) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc)
+
+    async def summary(_request: Request) -> Response:
+        return JSONResponse(coordinator.admin_summary())
+
+    async def departments(_request: Request) -> Response:
+        return JSONResponse(coordinator.departments())
+
+    async def desktops(request: Request) -> Response:
+        department = _department(request)
+        limit = _number(request, "limit", 200, ADMIN_LIMIT_MAX, 1)
+        offset = _number(request, "offset", 0, ADMIN_OFFSET_MAX, 0)
+        rows = await run_in_threadpool(
+            coordinator.admin_desktops, department=department, limit=limit, offset=offset
+        )
+        return JSONResponse(rows)
+
+    async def declines(request: Request) -> Response:
+        limit = _number(request, "limit", 100, ADMIN_LIMIT_MAX, 1)
+        return JSONResponse(await run_in_threadpool(coordinator.admin_declines, limit))
+
+    async def page(request: Request) -> Response:
+        department = _department(request)
+        offset = _number(request, "offset", 0, ADMIN_OFFSET_MAX, 0)
+        rows = await run_in_threadpool(
+            coordinator.admin_desktops, department=department, limit=500, offset=offset
+        )
+        return HTMLResponse(render_desktops(coordinator, rows, department, offset))
+
+    def route(path: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await answer(handler, request)
+
+        return Route(path, endpoint, methods=["GET"])
+
+    return [
+        route("/admin/v1/summary", summary),
+        route("/admin/v1/departments", departments),
+        route("/admin/v1/desktops", desktops),
+        route("/admin/v1/declines", declines),
+        route("/desktops", page),
+    ]
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -269,6 +344,7 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/", dashboard, methods=["GET"]),
+        *_admin_routes(coordinator),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     return Starlette(routes=routes, lifespan=_lifespan(coordinator, rounds, batcher))

@@ -39,6 +39,8 @@ __all__ = [
     "IDLE",
     "MAX_REQUEST",
     "RUNNING",
+    "UNKNOWN_NAMES",
+    "UNKNOWN_NAME_CHARS",
     "Capacity",
     "Demand",
     "JobView",
@@ -52,6 +54,11 @@ __all__ = [
 
 IDLE = 1
 RUNNING = 2
+
+#: How many distinct unknown ``vm_name`` values ``Demand.unknown_names`` keeps, and how many
+#: characters of each (a job's attribute is the researcher's text: bounded before it is shown).
+UNKNOWN_NAMES = 20
+UNKNOWN_NAME_CHARS = 63
 
 #: The largest request taken as a number (2**53: every integer up to it is exact as a float).
 MAX_REQUEST = float(2**53)
@@ -148,6 +155,9 @@ class Demand:
     unnamed: int = 0  # jobs without vm_name (not counted unless matched)
     matched: int = 0  # unnamed jobs counted through ClassAd matching
     unknown: int = 0  # jobs naming a vm_name that is not in the grid
+    #: Those jobs by the name they give (at most ``UNKNOWN_NAMES`` names, each cut to
+    #: ``UNKNOWN_NAME_CHARS``): a researcher's typo, shown to the operator.
+    unknown_names: Mapping[str, int] = field(default_factory=dict)
     unfit: Mapping[str, int] = field(default_factory=dict)  # jobs a type cannot hold, by type
     #: The addresses of the VMs that run a job (running jobs' startds), whatever their type.
     claimed: frozenset[str] = frozenset()
@@ -167,6 +177,7 @@ def count_demand(
     known = set(known_types)
     counts: Counter[str] = Counter()
     unfit: Counter[str] = Counter()
+    unknown_names: Counter[str] = Counter()
     idle = unnamed = matched = unknown = 0
     claimed: set[str] = set()
     for job in jobs:
@@ -185,9 +196,21 @@ def count_demand(
             matched += 1
         if not VM_NAME_PATTERN.match(name) or name not in known:
             unknown += 1
+            shown = name[:UNKNOWN_NAME_CHARS]
+            if shown in unknown_names or len(unknown_names) < UNKNOWN_NAMES:
+                unknown_names[shown] += 1
             continue
         if fit is not None and not fit(job, name):
             unfit[name] += 1
             continue
         counts[name] += 1
-    return Demand(dict(counts), idle, unnamed, matched, unknown, dict(unfit), frozenset(claimed))
+    return Demand(
+        dict(counts),
+        idle,
+        unnamed,
+        matched,
+        unknown,
+        dict(unknown_names),
+        dict(unfit),
+        frozenset(claimed),
+    )

@@ -27,9 +27,19 @@ from cvmc.gridmodel import catalogue, limits
 from cvmc.gridmodel.addressing import desktop_id, plan_capacity, slot_resolver
 from cvmc.gridmodel.catalogue import VmType
 
-__all__ = ["GridDesktop", "GridFile", "VmType", "parse_grid", "parse_grid_text"]
+__all__ = [
+    "DEPARTMENT",
+    "DEPARTMENT_PATTERN",
+    "GridDesktop",
+    "GridFile",
+    "VmType",
+    "parse_grid",
+    "parse_grid_text",
+]
 
-_DEPARTMENT = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
+#: A department's name (JSON Schema's pattern; ``DEPARTMENT`` matches a whole string).
+DEPARTMENT_PATTERN = "^[A-Za-z0-9_.-]{1,64}$"
+DEPARTMENT = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,7 @@ def _parse_desktops(desktops_raw: object, name: str) -> list[GridDesktop]:
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise ValueError(f"{name}: {label}.index: {index!r} is not a desktop index")
         department = item.get("department", "default")
-        if not isinstance(department, str) or not _DEPARTMENT.match(department):
+        if not isinstance(department, str) or not DEPARTMENT.match(department):
             raise ValueError(
                 f"{name}: desktops[{i}].department: {department!r} is not a department name "
                 "(the desktop's inventory group dept_*: 1-64 letters, digits, '_', '.' or '-')"

@@ -24,13 +24,33 @@ import jsonschema_rs
 
 from cvmc.coordinator.domain.auth import derive_credential, signature_ok
 from cvmc.coordinator.domain.config import Config
-from cvmc.coordinator.domain.demand import Demand
+from cvmc.coordinator.domain.demand import UNKNOWN_NAME_CHARS, UNKNOWN_NAMES, Demand
 from cvmc.coordinator.domain.grid import GridFile
-from cvmc.coordinator.domain.leases import Allocation, LeaseView, allocate, claimed_leases
+from cvmc.coordinator.domain.health import (
+    CANNOT_WORK_REASONS,
+    DeclineRecord,
+    DemandHealth,
+    TypeFacts,
+    TypeStatus,
+    able_to_hold,
+    cannot_work_counts,
+    held_by_counts,
+    pool_size,
+    why_not_running,
+)
+from cvmc.coordinator.domain.leases import (
+    Allocation,
+    DesktopView,
+    LeaseView,
+    allocate,
+    claimed_leases,
+)
 from cvmc.coordinator.ports import (
+    RECENT_S,
     CatalogueSource,
     DashboardCounts,
     DemandSource,
+    DesktopRecord,
     HeartbeatItem,
     HeartbeatResult,
     HeartbeatUpdate,
@@ -67,6 +87,13 @@ _CREDENTIAL_CACHE = 200_000
 _VM_TOKEN_CACHE = 100_000
 #: The one reply to every refused enrolment token (docs/coordinator-api.md).
 _INVALID_TOKEN = "the enrolment token is not valid"  # noqa: S105 - a message, not a secret
+#: Agent versions ``/metrics`` names one by one (the rest are "other": desktops report them).
+_AGENT_VERSIONS = 20
+#: Longest demand error kept (the source's message: a schedd's reply may be long).
+_DEMAND_ERROR_CHARS = 300
+#: The longest gap between two rounds counted as delivered core-seconds, in rounds: a
+#: leader that paused (or a new one) does not count time it did not see.
+USAGE_GAP_ROUNDS = 3
 
 
 class ApiError(Exception):
@@ -167,6 +194,7 @@ class RoundReport:
     revoked: dict[str, int]
     leader: bool = True
     with_jobs: dict[str, int] = field(default_factory=dict)
+    demand_health: DemandHealth = field(default_factory=DemandHealth)
 
 
 class Coordinator:
@@ -198,6 +226,11 @@ class Coordinator:
         self.metrics = Metrics()
         self.demand = Demand()
         self.demand_at = float("-inf")
+        #: The last demand error (bounded) and when it happened.
+        self.demand_error: str | None = None
+        self.demand_error_at: float | None = None
+        #: When this process's last allocation round ran (the core-seconds' clock).
+        self._round_at: float | None = None
         self.counts = DashboardCounts({}, {}, {})
         #: Whether this process runs the allocation rounds (the store's leader lock; always,
         #: on SQLite). The web process learns it from its rounds process's reports.
@@ -452,9 +485,16 @@ class Coordinator:
             self.demand = self.demand_source.demand()
         except (OSError, RuntimeError, ValueError) as exc:
             self.metrics.demand_errors += 1
+            self.demand_error = (str(exc) or type(exc).__name__)[:_DEMAND_ERROR_CHARS]
+            self.demand_error_at = now
             log.warning("demand: %s (keeping the last known demand)", exc)
             return
         self.demand_at = now
+
+    def demand_health(self) -> DemandHealth:
+        """When demand was last read, and the last error reading it."""
+        read = self.demand_at if self.demand_at != float("-inf") else None
+        return DemandHealth(read, self.demand_error, self.demand_error_at)
 
     def allocation_round(self) -> Allocation | None:
         """Refresh demand, allocate, write the result, refresh the dashboard's counts; if
@@ -463,6 +503,7 @@ class Coordinator:
         with self._round_lock:
             now = self.clock()
             if not self.store.lead():
+                self._round_at = None
                 self._follow(now)
                 return None
             if not self.leader:
@@ -471,6 +512,7 @@ class Coordinator:
             try:
                 return self._lead(now)
             except LeadershipLostError as exc:
+                self._round_at = None
                 self._follow(now, str(exc))
                 return None
 
@@ -516,6 +558,7 @@ class Coordinator:
                 now,
                 (demand, {t.name: supply[t.name] for t in self._types}, dict(running)),
                 self.config.leases.history_s,
+                self._usage(kept, desktops, now),
             )
         self.counts = self.store.counts(now, self.config.leases.offline_after_s)
         self.metrics.rounds += 1
@@ -529,6 +572,24 @@ class Coordinator:
             )
         return result
 
+    def _usage(
+        self, kept: list[LeaseView], desktops: list[DesktopView], now: float
+    ) -> dict[tuple[str, str], float]:
+        """Core-seconds the running VMs delivered since the last round, by (department, VM
+        type): each running lease's CPUs times the time since then, which counts at most
+        ``USAGE_GAP_ROUNDS`` rounds' time (none in this process's first round as leader)."""
+        last, self._round_at = self._round_at, now
+        if last is None or now <= last:
+            return {}
+        span = min(now - last, USAGE_GAP_ROUNDS * self.config.leases.allocate_s)
+        departments = {desk.id: desk.department for desk in desktops}
+        delivered: dict[tuple[str, str], float] = {}
+        for lease in kept:
+            if lease.state == "running" and lease.desktop_id in departments:
+                key = (departments[lease.desktop_id], lease.vm_name)
+                delivered[key] = delivered.get(key, 0.0) + lease.cpus * span
+        return delivered
+
     def round_report(self) -> RoundReport:
         """This coordinator's round state, for the one that serves (``absorb``)."""
         return RoundReport(
@@ -541,6 +602,7 @@ class Coordinator:
             revoked=dict(self.metrics.revoked),
             leader=self.leader,
             with_jobs=dict(self.metrics.with_jobs),
+            demand_health=self.demand_health(),
         )
 
     def absorb(self, report: RoundReport) -> None:
@@ -555,6 +617,147 @@ class Coordinator:
         self.metrics.revoked = Counter(report.revoked)
         self.metrics.with_jobs = dict(report.with_jobs)
         self.leader = report.leader
+        health = report.demand_health
+        self.demand_at = health.read_at if health.read_at is not None else float("-inf")
+        self.demand_error = health.error
+        self.demand_error_at = health.error_at
+
+    # -- the operator's view --------------------------------------------------------------
+
+    def _smallest_mb(self) -> int:
+        return min((t.memory_mb for t in self._types), default=0)
+
+    def cannot_work(self) -> dict[str, int]:
+        """Enrolled desktops that can never take work, by reason (``domain.health``)."""
+        return cannot_work_counts(
+            self.counts.hardware,
+            self._smallest_mb(),
+            require_hw_virt=self.grid.require_hw_virtualization,
+        )
+
+    def type_statuses(self) -> list[TypeStatus]:
+        """Each VM type's status, and why it runs fewer VMs than jobs want (if it does)."""
+        counts = self.counts
+        health = self.demand_health()
+        now = self.clock()
+        latest: dict[str, DeclineRecord] = {}
+        for record in counts.recent_declines:  # newest first
+            latest.setdefault(record.vm_name, record)
+        statuses = []
+        for vm in self._types:
+            facts = TypeFacts(
+                name=vm.name,
+                cpus=vm.cpus,
+                memory_mb=vm.memory_mb,
+                demand=self.demand.by_type.get(vm.name, 0),
+                unfit=self.demand.unfit.get(vm.name, 0),
+                leases=counts.leases.get(vm.name, 0),
+                running=counts.running.get(vm.name, 0),
+                able=able_to_hold(
+                    counts.hardware,
+                    vm.memory_mb,
+                    require_hw_virt=self.grid.require_hw_virtualization,
+                ),
+                declined={
+                    reason: count
+                    for (name, reason), count in counts.declines.items()
+                    if name == vm.name
+                },
+                detail=latest[vm.name].detail if vm.name in latest else "",
+            )
+            statuses.append(why_not_running(facts, health, counts.desktops, now))
+        return statuses
+
+    def never_enrolled(self) -> int:
+        """Desktops of the grid that have no enrolled (or revoked) desktop row."""
+        enrolled = sum(self.counts.desktops.values())
+        return max(len(self.grid.desktops) - enrolled, 0)
+
+    def admin_summary(self) -> dict[str, Any]:
+        """Everything the dashboard shows, as JSON (``GET /admin/v1/summary``)."""
+        counts = self.counts
+        size = pool_size(counts.hardware)
+        health = self.demand_health()
+        declines: dict[str, dict[str, int]] = {}
+        for (name, reason), count in sorted(counts.declines.items()):
+            declines.setdefault(name, {})[reason] = count
+        return {
+            "generated_at": _iso(self.clock()),
+            "pool": {
+                "desktops": size.desktops,
+                "cores": size.cores,
+                "memory_mb": size.memory_mb,
+                "never_enrolled": self.never_enrolled(),
+                "cores_running": counts.cores_running,
+                "states": dict(counts.desktops),
+                "agent_versions": dict(counts.agent_versions),
+            },
+            "cannot_work": self.cannot_work(),
+            "hw_virt_held_by": held_by_counts(counts.hardware),
+            "demand": {
+                "last_read": _iso(health.read_at) if health.read_at is not None else None,
+                "failing": health.failing,
+                "last_error": health.error,
+                "last_error_at": _iso(health.error_at) if health.error_at is not None else None,
+                "unknown_vm_names": dict(self.demand.unknown_names),
+                "unknown_jobs": self.demand.unknown,
+                "unnamed_jobs": self.demand.unnamed,
+            },
+            "vm_types": [
+                {
+                    "name": status.name,
+                    "demand": self.demand.by_type.get(status.name, 0),
+                    "unfit": self.demand.unfit.get(status.name, 0),
+                    "leases": counts.leases.get(status.name, 0),
+                    "running": counts.running.get(status.name, 0),
+                    "declined_recently": declines.get(status.name, {}),
+                    "status": status.status,
+                    "why": status.why,
+                }
+                for status in self.type_statuses()
+            ],
+            "departments": self.departments(),
+            "recent_declines": [_decline_json(r) for r in counts.recent_declines],
+        }
+
+    def departments(self) -> list[dict[str, Any]]:
+        """Each department's desktops by state, leases, and core-hours by VM type."""
+        counts = self.counts
+        names = sorted(set(counts.department_states) | {d for d, _ in counts.core_seconds})
+        rows = []
+        for name in names:
+            hours = {
+                vm: round(seconds / 3600, 3)
+                for (dept, vm), seconds in sorted(counts.core_seconds.items())
+                if dept == name
+            }
+            rows.append(
+                {
+                    "department": name,
+                    "states": dict(counts.department_states.get(name, {})),
+                    "leases": counts.departments.get(name, 0),
+                    "core_hours": hours,
+                }
+            )
+        return rows
+
+    def admin_desktops(
+        self, *, department: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """A page of enrolled desktops (``GET /admin/v1/desktops``)."""
+        records = self.store.desktop_records(
+            self.clock(),
+            self.config.leases.offline_after_s,
+            department=department,
+            limit=limit,
+            offset=offset,
+        )
+        return [_desktop_json(record) for record in records]
+
+    def admin_declines(self, limit: int) -> list[dict[str, Any]]:
+        """The latest declines of the recent window (``GET /admin/v1/declines``)."""
+        records = self.store.recent_declines(self.clock() - RECENT_S, limit)
+        return [_decline_json(record) for record in records]
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -691,7 +894,128 @@ class Coordinator:
             "Demand polls that failed.",
             [((), self.metrics.demand_errors)],
         )
+        self._operator_families(family, names)
         return families
+
+    def _operator_families(self, family: Callable[..., None], names: list[str]) -> None:
+        """The operator's view in ``/metrics``: pool size, desktops that can never work,
+        recent declines, unknown VM type names, demand health and core-seconds delivered."""
+        counts = self.counts
+        health = self.demand_health()
+        size = pool_size(counts.hardware)
+        family(
+            "cvmc_demand_last_read_timestamp_seconds",
+            "gauge",
+            "When the job queue was last read (Unix time; 0: never since the start).",
+            [((), health.read_at or 0.0)],
+        )
+        family(
+            "cvmc_demand_failing",
+            "gauge",
+            "1 if the last read of the job queue failed (demand is the last known), else 0.",
+            [((), 1 if health.failing else 0)],
+        )
+        family(
+            "cvmc_demand_unknown_jobs",
+            "gauge",
+            "Jobs naming a vm_name that is no VM type of the grid, by that name (at most "
+            f"{UNKNOWN_NAMES} names, each cut to {UNKNOWN_NAME_CHARS} characters); such a job "
+            "starts no VM.",
+            [((n,), c) for n, c in sorted(self.demand.unknown_names.items())],
+            ("vm_name",),
+        )
+        cannot = self.cannot_work()
+        family(
+            "cvmc_desktops_cannot_work",
+            "gauge",
+            "Enrolled desktops whose hardware can never take work, by reason.",
+            [((r,), cannot[r]) for r in CANNOT_WORK_REASONS],
+            ("reason",),
+        )
+        family(
+            "cvmc_desktops_never_enrolled",
+            "gauge",
+            "Desktops of the grid that never enrolled.",
+            [((), self.never_enrolled())],
+        )
+        family(
+            "cvmc_pool_cores",
+            "gauge",
+            "CPUs of the enrolled, unrevoked desktops.",
+            [((), size.cores)],
+        )
+        family(
+            "cvmc_pool_memory_bytes",
+            "gauge",
+            "Memory of the enrolled, unrevoked desktops.",
+            [((), size.memory_mb * 1024 * 1024)],
+        )
+        family(
+            "cvmc_cores_running",
+            "gauge",
+            "CPUs of the running research VMs.",
+            [((), counts.cores_running)],
+        )
+        family(
+            "cvmc_declines_recent",
+            "gauge",
+            f"Leases declined in the last {RECENT_S / 60:.0f} minutes, by VM type and reason.",
+            [
+                ((n, r), counts.declines.get((n, r), 0))
+                for n in names
+                for r in DECLINE_REASONS
+                if counts.declines.get((n, r), 0)
+            ],
+            ("vm_name", "reason"),
+        )
+        family(
+            "cvmc_core_seconds_total",
+            "counter",
+            "Core-seconds the running research VMs delivered, by department and VM type.",
+            [((d, n), seconds) for (d, n), seconds in sorted(counts.core_seconds.items())],
+            ("department", "vm_name"),
+        )
+        versions = sorted(counts.agent_versions.items(), key=lambda item: (-item[1], item[0]))
+        shown = versions[:_AGENT_VERSIONS]
+        other = sum(count for _, count in versions[_AGENT_VERSIONS:])
+        family(
+            "cvmc_desktops_agent_version",
+            "gauge",
+            f"Enrolled, unrevoked desktops by agent version (the {_AGENT_VERSIONS} commonest; "
+            'the rest as "other").',
+            [((v,), c) for v, c in shown] + ([(("other",), other)] if other else []),
+            ("version",),
+        )
+
+
+def _decline_json(record: DeclineRecord) -> dict[str, Any]:
+    return {
+        "at": _iso(record.at),
+        "desktop": record.desktop,
+        "department": record.department,
+        "vm_name": record.vm_name,
+        "reason": record.reason,
+        "detail": record.detail,
+    }
+
+
+def _desktop_json(record: DesktopRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "department": record.department,
+        "state": record.state,
+        "platform": record.platform,
+        "agent_version": record.agent_version,
+        "last_heartbeat": _iso(record.last_seen) if record.last_seen is not None else None,
+        "cpus": record.cpus,
+        "memory_total_mb": record.memory_total_mb,
+        "memory_free_mb": record.memory_free_mb,
+        "hw_virt": record.hw_virt,
+        "hw_virt_held_by": record.hw_virt_held_by,
+        "policy": record.policy,
+        "vms": [{"vm_name": name, "state": state} for name, state in record.vms],
+        "recent_declines": record.declines,
+    }
 
 
 def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
@@ -714,4 +1038,7 @@ def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
         lease_slots={slot["lease_id"]: slot["slot"] for slot in slots if slot.get("lease_id")},
         busy_lease_ids=frozenset(slot.get("lease_id") for slot in busy),
         declined=[(item["lease_id"], item["reason"]) for item in payload["declined"]],
+        memory_total_mb=resources["memory_total_mb"],
+        hw_virt_held_by=resources.get("hw_virt_held_by"),
+        decline_details={item["lease_id"]: item.get("detail", "") for item in payload["declined"]},
     )
