@@ -216,7 +216,8 @@ def _pool(coordinator: Coordinator, now: float) -> str:
     pool = (
         f'<p id="pool"><b>{size.desktops}</b> desktops enrolled, <b>{size.cores}</b> cores, '
         f"<b>{size.memory_mb / 1024:.0f}</b> GiB; <b>{counts.cores_running}</b> "
-        f"core{'' if counts.cores_running == 1 else 's'} running research VMs; <b>{never}</b> desktops of the grid never enrolled.</p>"
+        f"core{'' if counts.cores_running == 1 else 's'} running research VMs; "
+        f"<b>{never}</b> desktops of the grid never enrolled.</p>"
     )
     if health.failing:
         error = escape(health.error or "")
