@@ -269,6 +269,21 @@ CASES += [
         "grid_nat_allow[0] (10.89.66.0/25) overlaps grid_campus_networks[0] (10.89.66.0/24): "
         "NAT must never lead into the campus LAN",
     ),
+    Case(
+        "operators-everyone",
+        {"grid_operator_networks": ["10.89.66.0/24", "0.0.0.0/0"]},
+        "grid_operator_networks[1]: 0.0.0.0/0 is every address",
+    ),
+    Case(
+        "operators-in-research-network",
+        {"grid_operator_networks": ["10.64.1.0/24"]},
+        "research VMs must never read the coordinator's admin view",
+    ),
+    Case(
+        "operators-not-a-network",
+        {"grid_operator_networks": ["ops.example.edu"]},
+        "grid_operator_networks[0]: 'ops.example.edu' is not an IPv4 network",
+    ),
 ]
 
 CASES += [

@@ -62,6 +62,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "vpn_pki_host",
     "pool_services",
     "nat_allow",
+    "operator_networks",
     "desktop_registry",
     "desktops",
 )
@@ -477,6 +478,31 @@ def check_services(model: Model) -> list[str]:
         problems.extend(
             f"{overlap}: NAT must never lead into the campus LAN or the research network"
             for overlap in addressing.find_overlaps([(label, str(net)), *forbidden])
+            if overlap.startswith(label)
+        )
+    research_net = [("grid_research_network", str(research))] if research_ok else []
+    return problems + _operator_problems(model["operator_networks"], research_net)
+
+
+def _operator_problems(operators: object, research: list[tuple[str, str]]) -> list[str]:
+    """``grid_operator_networks``: the networks that may read the coordinator's metrics,
+    dashboard and admin API (central IT, the Prometheus hosts). Never every address, and
+    never the research network: a research VM must not read the pool's inventory."""
+    if operators is None:
+        operators = []
+    problems = _not_a_list(operators, "grid_operator_networks", "CIDRs")
+    for i, net in enumerate(_items(operators)):
+        label = f"grid_operator_networks[{i}]"
+        bad = _network_problem(net, label)
+        if bad:
+            problems.append(bad)
+            continue
+        if ipaddress.IPv4Network(str(net)).prefixlen == 0:
+            problems.append(f"{label}: {net} is every address; name the operators' own networks")
+            continue
+        problems.extend(
+            f"{overlap}: research VMs must never read the coordinator's admin view"
+            for overlap in addressing.find_overlaps([(label, str(net)), *research])
             if overlap.startswith(label)
         )
     return problems
