@@ -27,6 +27,7 @@ not). Standard library only; run with any Python 3.11.
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import re
@@ -231,14 +232,19 @@ def type_metric(metrics: str, name: str, vm_name: str) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-def demand_shown(m: dict[str, Any]) -> tuple[int, int]:
-    """The idle type's demand in /metrics and on the dashboard."""
+def demand_shown(m: dict[str, Any]) -> tuple[int, int, str]:
+    """The idle type's demand in /metrics and on the dashboard, and the dashboard's why."""
     metric = type_metric(coordinator_get(m, "/metrics"), "cvmc_demand_jobs", m["idle_type"])
+    # The VM types' table: name, why (after its status dot), demand, ...
     row = re.search(
-        r"<tr><td>" + re.escape(m["idle_type"]) + r"</td><td>([0-9]+)</td>",
+        r'<tr class="status-[a-z]+"><td>'
+        + re.escape(m["idle_type"])
+        + r'</td><td class="why"><span [^>]*></span>([^<]*)</td><td>([0-9]+)</td>',
         coordinator_get(m, "/"),
     )
-    return (metric, int(row.group(1)) if row else 0)
+    if row is None:
+        return (metric, 0, "")
+    return (metric, int(row.group(2)), html.unescape(row.group(1)))
 
 
 def vms_with_jobs(m: dict[str, Any]) -> int:
@@ -468,12 +474,12 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
 def demand_for_idle_type(m: dict[str, Any], idle: int) -> None:
     """Step 5: the job whose type has no image stays idle and shows as demand."""
 
-    def shown() -> tuple[int, int] | None:
+    def shown() -> tuple[int, int, str] | None:
         try:
             found = demand_shown(m)
         except (LabJobError, OSError):  # the coordinator restarting: try again
             return None
-        return found if min(found) >= 1 else None
+        return found if min(found[:2]) >= 1 else None
 
     def state() -> str:
         status = job_states(m, [idle])[idle][0]
@@ -485,7 +491,7 @@ def demand_for_idle_type(m: dict[str, Any], idle: int) -> None:
     print(
         f"\njob {idle} stays idle (no image of {m['idle_type']}); the coordinator shows it as "
         f'demand: /metrics cvmc_demand_jobs{{vm_name="{m["idle_type"]}"}} {found[0]}, '
-        f"dashboard {found[1]}"
+        f"dashboard {found[1]} (why: {found[2]})"
     )
 
 

@@ -9,6 +9,7 @@ page Chromium renders shows each VM type's unfit jobs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -496,3 +497,29 @@ def test_chart_fits_the_data_age_and_downsamples() -> None:
     assert ">1104<" in svg  # 1000 * 1.1 + 1, up to a multiple of 4
     # Demand is the last series drawn (on top) and the thinnest.
     assert svg.index("series-demand") > svg.index("series-supply")
+
+
+def test_make_lab_job_reads_the_types_row_as_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/lab_job.py (step 5 of `make lab-job`) reads a type's demand and why from the
+    dashboard's HTML: it keeps reading them from the page as rendered now."""
+    spec = importlib.util.spec_from_file_location(
+        "lab_job_script", Path(__file__).resolve().parents[2] / "scripts" / "lab_job.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    lab_job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab_job)
+    coordinator = _operator_grid(tmp_path)
+    page = render_dashboard(coordinator, [], coordinator.clock())
+    coordinator.store.close()
+    metrics = f'cvmc_demand_jobs{{vm_name="{BULK}"}} 1.0\n'
+    monkeypatch.setattr(
+        lab_job, "coordinator_get", lambda _m, path: page if path == "/" else metrics
+    )
+    assert lab_job.demand_shown({"idle_type": BULK}) == (
+        1,
+        1,
+        f"declined 1 time in the last hour, mostly image_unavailable: {DETAIL}",
+    )
