@@ -404,6 +404,8 @@ def test_dashboard_answers_why_each_type_is_not_running(tmp_path: Path) -> None:
         "VT-x held by another hypervisor1no VT-x/AMD-V1too little memory1"
     )
     assert _flat(page.text["held-by"]) == "VT-x held by: Hyper-V (1)"
+    # The three that can never work are not shown as idle.
+    assert page.text["desktops"] == ("idle1busy1owner_present0offline0revoked0can never work3")
     departments = {row[0]: row[1:] for row in page.tables["departments"][1:]}
     assert departments["dept_chem"] == ["3", "1", "0", "0", "0", "1", "0.0"]
     assert departments["dept_phys"] == ["1", "0", "0", "0", "0", "0", "0.0"]

@@ -21,6 +21,7 @@ from cvmc.coordinator.domain.health import (
     cannot_work_counts,
     held_by_counts,
     pool_size,
+    states_of_able,
     why_not_running,
 )
 
@@ -50,6 +51,24 @@ def test_cannot_work_counts_each_desktop_once_by_its_first_reason() -> None:
     }
     assert cannot_work(GROUPS[3], 8000, require_hw_virt=True) == "no_hw_virt"
     assert held_by_counts(GROUPS) == {"Hyper-V": 3, "VBS/memory integrity": 1}
+
+
+def test_desktops_that_cannot_work_leave_their_state() -> None:
+    groups = (
+        HardwareGroup(True, None, 16000, 8, 10, "idle"),
+        HardwareGroup(False, "Hyper-V", 16000, 8, 3, "idle"),
+        HardwareGroup(False, None, 16000, 8, 2, "offline"),
+        HardwareGroup(True, None, 1000, 2, 1, "owner_present"),
+    )
+    states = {"idle": 13, "busy": 0, "owner_present": 1, "offline": 2, "revoked": 4}
+    assert states_of_able(groups, states, 2048, require_hw_virt=True) == {
+        "idle": 10,
+        "busy": 0,
+        "owner_present": 0,
+        "offline": 0,
+        "revoked": 4,
+        "cannot_work": 6,
+    }
 
 
 def test_able_to_hold_and_pool_size() -> None:

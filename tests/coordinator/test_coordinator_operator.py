@@ -84,6 +84,15 @@ def test_the_operator_sees_why_each_type_is_not_running(setup: Any) -> None:
         "agent_versions": None,
     }
     assert summary["pool"]["agent_versions"] == {"0.1.0": 4, "0.0.9": 1}
+    # The three desktops that can never work are counted apart, not as idle.
+    assert summary["pool"]["states"] == {
+        "idle": 1,
+        "busy": 1,
+        "owner_present": 0,
+        "offline": 0,
+        "revoked": 0,
+        "cannot_work": 3,
+    }
     assert summary["cannot_work"] == {"hw_virt_held": 1, "no_hw_virt": 1, "too_little_memory": 1}
     assert summary["hw_virt_held_by"] == {"Hyper-V": 1}
     assert summary["demand"]["unknown_vm_names"] == {TYPO: 2}

@@ -50,7 +50,11 @@ STATE_COLOURS = {
     "owner_present": "#ff7f0e",
     "offline": "#7f7f7f",
     "revoked": "#8c564b",
+    "cannot_work": "#9467bd",
 }
+STATE_LABELS = {"cannot_work": "can never work"}
+#: The departments' table: desktops by their state as the store counts it.
+_DEPARTMENT_STATES = ("idle", "busy", "owner_present", "offline", "revoked")
 CANNOT_WORK_COLOURS = {
     "hw_virt_held": "#9467bd",
     "no_hw_virt": "#e377c2",
@@ -294,7 +298,8 @@ def _notes(coordinator: Coordinator) -> str:
 
 def _desktops(coordinator: Coordinator) -> str:
     counts = coordinator.counts
-    states = {s: counts.desktops.get(s, 0) for s in STATE_COLOURS}
+    able = coordinator.desktop_states()
+    states = {s: able.get(s, 0) for s in STATE_COLOURS}
     cannot = coordinator.cannot_work()
     held = held_by_counts(counts.hardware)
     held_note = (
@@ -305,7 +310,8 @@ def _desktops(coordinator: Coordinator) -> str:
         else ""
     )
     return (
-        f"<section><h2>Desktops by state</h2>{_bars(states, STATE_COLOURS, 'desktops')}"
+        f"<section><h2>Desktops by state</h2>"
+        f"{_bars(states, STATE_COLOURS, 'desktops', STATE_LABELS)}"
         "</section><section><h2>Desktops that can never take work</h2>"
         f"{_bars({r: cannot[r] for r in CANNOT_WORK_REASONS}, CANNOT_WORK_COLOURS, 'cannot-work', CANNOT_WORK_LABELS)}"  # noqa: E501
         f"{held_note}</section>"
@@ -320,10 +326,10 @@ def _departments(coordinator: Coordinator) -> str:
         name = row["department"]
         rows.append(
             f'<tr><td><a href="/desktops?department={quote(name)}">{escape(name)}</a></td>'
-            + "".join(f"<td>{states.get(s, 0)}</td>" for s in STATE_COLOURS)
+            + "".join(f"<td>{states.get(s, 0)}</td>" for s in _DEPARTMENT_STATES)
             + f"<td>{row['leases']}</td><td>{hours:.1f}</td></tr>"
         )
-    header = ("department", *STATE_COLOURS, "leases", "core-hours")
+    header = ("department", *_DEPARTMENT_STATES, "leases", "core-hours")
     return _table("departments", header, rows)
 
 

@@ -821,13 +821,14 @@ class SqlStore(Store):
                 )
             }
             hardware = tuple(
-                HardwareGroup(bool(hw), held, int(memory), int(cpus), int(count))
-                for hw, held, memory, cpus, count in conn.execute(
+                HardwareGroup(bool(hw), held, int(memory), int(cpus), int(count), name)
+                for hw, held, memory, cpus, name, count in conn.execute(
                     select(
                         desktops.c.hw_virt,
                         desktops.c.hw_virt_held_by,
                         desktops.c.memory_total_mb,
                         desktops.c.cpus,
+                        state,
                         func.count(),
                     )
                     .where(enrolled)
@@ -836,6 +837,7 @@ class SqlStore(Store):
                         desktops.c.hw_virt_held_by,
                         desktops.c.memory_total_mb,
                         desktops.c.cpus,
+                        state,
                     )
                 )
             )

@@ -33,6 +33,7 @@ __all__ = [
     "cannot_work_counts",
     "held_by_counts",
     "pool_size",
+    "states_of_able",
     "why_not_running",
 ]
 
@@ -41,13 +42,15 @@ CANNOT_WORK_REASONS = ("hw_virt_held", "no_hw_virt", "too_little_memory")
 
 
 class HardwareGroup(NamedTuple):
-    """Enrolled, unrevoked desktops that report the same hardware, and how many they are."""
+    """Enrolled, unrevoked desktops in the same state that report the same hardware, and how
+    many they are."""
 
     hw_virt: bool
     held_by: str | None
     memory_total_mb: int
     cpus: int
     desktops: int
+    state: str = "idle"  # idle / busy / owner_present / offline
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,23 @@ def cannot_work_counts(
         if reason is not None:
             counts[reason] += group.desktops
     return counts
+
+
+def states_of_able(
+    groups: Iterable[HardwareGroup],
+    states: Mapping[str, int],
+    smallest_mb: int,
+    *,
+    require_hw_virt: bool,
+) -> dict[str, int]:
+    """Desktops by state with those that can never take work taken out of their state and
+    counted as ``cannot_work`` (the dashboard's bars: such a desktop is not "idle")."""
+    out = {**states, "cannot_work": 0}
+    for group in groups:
+        if cannot_work(group, smallest_mb, require_hw_virt=require_hw_virt) is not None:
+            out[group.state] = out.get(group.state, 0) - group.desktops
+            out["cannot_work"] += group.desktops
+    return out
 
 
 def held_by_counts(groups: Iterable[HardwareGroup]) -> dict[str, int]:

@@ -36,6 +36,7 @@ from cvmc.coordinator.domain.health import (
     cannot_work_counts,
     held_by_counts,
     pool_size,
+    states_of_able,
     why_not_running,
 )
 from cvmc.coordinator.domain.leases import (
@@ -635,6 +636,16 @@ class Coordinator:
             require_hw_virt=self.grid.require_hw_virtualization,
         )
 
+    def desktop_states(self) -> dict[str, int]:
+        """Desktops by state, those that can never take work counted apart (``cannot_work``)
+        instead of in their state: the dashboard's bars and the summary."""
+        return states_of_able(
+            self.counts.hardware,
+            self.counts.desktops,
+            self._smallest_mb(),
+            require_hw_virt=self.grid.require_hw_virtualization,
+        )
+
     def type_statuses(self) -> list[TypeStatus]:
         """Each VM type's status, and why it runs fewer VMs than jobs want (if it does)."""
         counts = self.counts
@@ -689,7 +700,7 @@ class Coordinator:
                 "memory_mb": size.memory_mb,
                 "never_enrolled": self.never_enrolled(),
                 "cores_running": counts.cores_running,
-                "states": dict(counts.desktops),
+                "states": self.desktop_states(),
                 "agent_versions": dict(counts.agent_versions),
             },
             "cannot_work": self.cannot_work(),
