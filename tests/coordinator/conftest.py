@@ -13,8 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from coordinator.coord_support import Clock, make_coordinator, write_setup
 from pg_scratch import scratch_database
 from sqlalchemy import create_engine, text
+from starlette.testclient import TestClient
+
+from cvmc.coordinator.adapters.web import create_app
+from cvmc.coordinator.service.coordinator import Coordinator
 
 #: scripts/test-postgres.sh (run by scripts/test-deps.sh) creates this role and database.
 POSTGRES_URL = os.environ.get(
@@ -71,3 +76,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.getfixturevalue("postgres_url")
     _reset_postgres(url)
     yield url
+
+
+@pytest.fixture
+def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient, Clock]]:
+    """A coordinator on ``db_url`` with a fake clock, and a client of its app (the API tests';
+    a module may define its own ``setup``)."""
+    clock = Clock()
+    coordinator = make_coordinator(write_setup(tmp_path, db_url), clock)
+    with TestClient(create_app(coordinator)) as client:
+        yield coordinator, client, clock
+    coordinator.store.close()

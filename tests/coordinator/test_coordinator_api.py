@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +35,6 @@ from cvmc import protocol
 from cvmc.coordinator.adapters.web import create_app
 from cvmc.coordinator.entrypoints.cli import main as cli
 from cvmc.coordinator.service.coordinator import Coordinator
-
-
-@pytest.fixture
-def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient, Clock]]:
-    clock = Clock()
-    coordinator = make_coordinator(write_setup(tmp_path, db_url), clock)
-    with TestClient(create_app(coordinator)) as client:
-        yield coordinator, client, clock
-    coordinator.store.close()
 
 
 def test_enrol_heartbeat_lease_run_and_revoke_when_demand_drops(setup: Any) -> None:

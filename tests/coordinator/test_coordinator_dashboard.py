@@ -48,6 +48,16 @@ from cvmc.coordinator.domain.leases import Allocation
 from cvmc.coordinator.ports import DashboardCounts
 from cvmc.coordinator.service.coordinator import Coordinator
 
+#: The VM types' table's columns, as an operator reads them.
+TYPES_HEADER = [
+    "VM type",
+    "why",
+    "demand (jobs)",
+    "unfit (jobs)",
+    "leases",
+    "running",
+    "declined (1 h)",
+]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -228,15 +238,7 @@ def test_dashboard_shows_unfit_jobs_from_real_ads(tmp_path: Path) -> None:
     page.feed(result.stdout)
     assert page.rows, result.stderr[-2000:]
     header, *rows = page.rows
-    assert header == [
-        "VM type",
-        "why",
-        "demand (jobs)",
-        "unfit (jobs)",
-        "leases",
-        "running",
-        "declined (1 h)",
-    ]
+    assert header == TYPES_HEADER
     by_type = {row[0]: row[2:4] for row in rows}
     assert by_type == {BOINC: ["4", "2"], BULK: ["1", "1"]}
     assert " ".join(page.note.split()).startswith("3 jobs name a VM type that cannot hold them")
@@ -355,6 +357,24 @@ def _chromium(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProce
     )
 
 
+def _screenshot(tmp_path: Path, width: int) -> tuple[int, list[bytearray], int]:
+    """The operator grid's dashboard in a window ``width`` px wide and 1600 high: (its width,
+    its rows of pixels, channels per pixel)."""
+    coordinator = _operator_grid(tmp_path)
+    shot = tmp_path / f"dashboard-{width}.png"
+    with serve_in_thread(create_app(coordinator)) as port:
+        result = _chromium(
+            f"http://127.0.0.1:{port}/",
+            tmp_path,
+            f"--window-size={width},1600",
+            f"--screenshot={shot}",
+        )
+    coordinator.store.close()
+    assert shot.exists(), result.stderr[-2000:]
+    got, _, rows, channels = decode_png(shot.read_bytes())
+    return got, rows, channels
+
+
 def _flat(text: str) -> str:
     return " ".join(text.split())
 
@@ -378,15 +398,7 @@ def test_dashboard_answers_why_each_type_is_not_running(tmp_path: Path) -> None:
     )
     assert _flat(page.text["demand-health"]).startswith("The job queue was read ")
     header, *rows = page.tables["types"]
-    assert header == [
-        "VM type",
-        "why",
-        "demand (jobs)",
-        "unfit (jobs)",
-        "leases",
-        "running",
-        "declined (1 h)",
-    ]
+    assert header == TYPES_HEADER
     by_type = {row[0]: row for row in rows}
     assert by_type[BOINC][2:] == ["1", "1", "1", "1", "0"]
     assert by_type[BOINC][1] == (
@@ -442,15 +454,7 @@ def test_screenshot_shows_demand_over_an_equal_supply_and_the_desktops_that_cann
 ) -> None:
     """Demand equal to supply: demand is drawn last and thinner, so its colour shows along
     the supply line; the bars of desktops that can never work show each reason's colour."""
-    coordinator = _operator_grid(tmp_path)
-    shot = tmp_path / "dashboard.png"
-    with serve_in_thread(create_app(coordinator)) as port:
-        result = _chromium(
-            f"http://127.0.0.1:{port}/", tmp_path, "--window-size=800,1600", f"--screenshot={shot}"
-        )
-    coordinator.store.close()
-    assert shot.exists(), result.stderr[-2000:]
-    _, _, rows, channels = decode_png(shot.read_bytes())
+    _, rows, channels = _screenshot(tmp_path, 800)
     demand_y, demand_len = _longest_row(pixels_of(rows, channels, COLOURS["demand"]))
     assert demand_len >= 500, "the demand line is hidden"
     supply = pixels_of(rows, channels, COLOURS["supply"])
@@ -464,15 +468,7 @@ def test_screenshot_shows_demand_over_an_equal_supply_and_the_desktops_that_cann
 def test_narrow_window_keeps_the_chart_whole(tmp_path: Path) -> None:
     """In a 420 px wide window the chart scales down: its demand line ends inside the window
     (the page does not need a horizontal scroll to show "now")."""
-    coordinator = _operator_grid(tmp_path)
-    shot = tmp_path / "narrow.png"
-    with serve_in_thread(create_app(coordinator)) as port:
-        result = _chromium(
-            f"http://127.0.0.1:{port}/", tmp_path, "--window-size=420,1600", f"--screenshot={shot}"
-        )
-    coordinator.store.close()
-    assert shot.exists(), result.stderr[-2000:]
-    width, _, rows, channels = decode_png(shot.read_bytes())
+    width, rows, channels = _screenshot(tmp_path, 420)
     assert width == 420
     demand_y, demand_len = _longest_row(pixels_of(rows, channels, COLOURS["demand"]))
     line = [x for x, y in pixels_of(rows, channels, COLOURS["demand"]) if y == demand_y]

@@ -8,7 +8,6 @@ by the real demand parser; the expected values are worked out from what the test
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,18 @@ import pytest
 from coordinator.coord_support import (
     BOINC,
     BULK,
-    Clock,
     Desk,
     dump,
     heartbeat,
-    make_coordinator,
     running,
     scrape,
     set_demand,
-    write_setup,
 )
-from starlette.testclient import TestClient
 
-from cvmc.coordinator.adapters.web import create_app
-from cvmc.coordinator.service.coordinator import USAGE_GAP_ROUNDS, Coordinator
+from cvmc.coordinator.service.coordinator import USAGE_GAP_ROUNDS
 
 TYPO = "its-u11-boinc-2012041"  # BOINC's name with its last digit missing
 DETAIL = "image lab-el9-bulk-20261101: the minisign signature does not verify"
-
-
-@pytest.fixture
-def setup(tmp_path: Path, db_url: str) -> Iterator[tuple[Coordinator, TestClient, Clock]]:
-    clock = Clock()
-    coordinator = make_coordinator(write_setup(tmp_path, db_url), clock)
-    with TestClient(create_app(coordinator)) as client:
-        yield coordinator, client, clock
-    coordinator.store.close()
 
 
 def _why(summary: dict[str, Any]) -> dict[str, tuple[str, str]]:
