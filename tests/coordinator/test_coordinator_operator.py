@@ -215,3 +215,21 @@ def test_a_failing_demand_source_shows_on_every_type(setup: Any) -> None:
     assert summary["demand"]["failing"] is False
     assert summary["demand"]["last_error"] is not None  # still shown, as the last error
     assert _why(summary)[BOINC][0] != "blocked"
+
+
+def test_no_free_desktop_counts_only_desktops_that_can_work_as_idle(setup: Any) -> None:
+    """The owner is at the only able desktop; the idle one's VT-x is held: the why counts no
+    idle desktop (that one can never take the work), and the metric's states still list it."""
+    coordinator, client, _ = setup
+    Desk(client, "desk00").leases(heartbeat(users=1, may_start=False))
+    Desk(client, "desk01").leases(heartbeat(hw_virt=False, hw_virt_held_by="Hyper-V"))
+    set_demand(coordinator, (BOINC, 1))
+    coordinator.allocation_round()
+    why = _why(client.get("/admin/v1/summary").json())
+    assert why[BOINC] == (
+        "waiting",
+        "no free desktop for 1 more: 0 idle, 1 with their owner, 0 busy, 0 offline",
+    )
+    samples = scrape(client.get("/metrics").text)
+    assert samples['cvmc_desktops{state="idle"}'] == 1
+    assert samples[f'cvmc_declines_recent{{reason="memory",vm_name="{BULK}"}}'] == 0

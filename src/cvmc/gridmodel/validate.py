@@ -435,6 +435,7 @@ def check_services(model: Model) -> list[str]:
     These are the only exceptions to the research network's isolation, so they are checked
     closely: pool services name addresses and ports, and NAT never leads into the campus LAN
     or back into the research network. Neither the agent nor the coordinator reads them.
+    Also the operators' networks, which the research network must never be one of.
     """
     problems: list[str] = []
     research = model["research_network"]
@@ -458,51 +459,57 @@ def check_services(model: Model) -> list[str]:
             continue
         problems += _service_problems(service, str(research) if research_ok else None)
     problems += _duplicates(services, "name", "grid_pool_services")
-    campus = model["campus_networks"]
-    forbidden = [("grid_research_network", str(research))] if research_ok else []
-    forbidden += [
+    research_net = [("grid_research_network", str(research))] if research_ok else []
+    campus = [
         (f"grid_campus_networks[{i}]", str(net))
-        for i, net in enumerate(_items(campus))
+        for i, net in enumerate(_items(model["campus_networks"]))
         if _network_problem(net, "") is None
     ]
-    nat_allow = model["nat_allow"]
-    if nat_allow is None:
-        nat_allow = []
-    problems += _not_a_list(nat_allow, "grid_nat_allow", "CIDRs")
-    for i, net in enumerate(_items(nat_allow)):
-        label = f"grid_nat_allow[{i}]"
+    problems += _cidr_list_problems(
+        model["nat_allow"],
+        "grid_nat_allow",
+        research_net + campus,
+        "NAT must never lead into the campus LAN or the research network",
+    )
+    # The networks that may read the coordinator's metrics, dashboard and admin API (central
+    # IT, the Prometheus hosts): never every address, and never the research network (a
+    # research VM must not read the pool's inventory).
+    problems += _cidr_list_problems(
+        model["operator_networks"],
+        "grid_operator_networks",
+        research_net,
+        "research VMs must never read the coordinator's admin view",
+        every_address="name the operators' own networks",
+    )
+    return problems
+
+
+def _cidr_list_problems(
+    value: object,
+    name: str,
+    forbidden: list[tuple[str, str]],
+    why: str,
+    *,
+    every_address: str | None = None,
+) -> list[str]:
+    """A list of CIDRs (None: none): each an IPv4 network that overlaps none of
+    ``forbidden`` (``why`` says what that would mean). With ``every_address``, a /0 is refused
+    with that advice."""
+    if value is None:
+        value = []
+    problems = _not_a_list(value, name, "CIDRs")
+    for i, net in enumerate(_items(value)):
+        label = f"{name}[{i}]"
         bad = _network_problem(net, label)
         if bad:
             problems.append(bad)
             continue
+        if every_address is not None and ipaddress.IPv4Network(str(net)).prefixlen == 0:
+            problems.append(f"{label}: {net} is every address; {every_address}")
+            continue
         problems.extend(
-            f"{overlap}: NAT must never lead into the campus LAN or the research network"
+            f"{overlap}: {why}"
             for overlap in addressing.find_overlaps([(label, str(net)), *forbidden])
-            if overlap.startswith(label)
-        )
-    research_net = [("grid_research_network", str(research))] if research_ok else []
-    return problems + _operator_problems(model["operator_networks"], research_net)
-
-
-def _operator_problems(operators: object, research: list[tuple[str, str]]) -> list[str]:
-    """``grid_operator_networks``: the networks that may read the coordinator's metrics,
-    dashboard and admin API (central IT, the Prometheus hosts). Never every address, and
-    never the research network: a research VM must not read the pool's inventory."""
-    if operators is None:
-        operators = []
-    problems = _not_a_list(operators, "grid_operator_networks", "CIDRs")
-    for i, net in enumerate(_items(operators)):
-        label = f"grid_operator_networks[{i}]"
-        bad = _network_problem(net, label)
-        if bad:
-            problems.append(bad)
-            continue
-        if ipaddress.IPv4Network(str(net)).prefixlen == 0:
-            problems.append(f"{label}: {net} is every address; name the operators' own networks")
-            continue
-        problems.extend(
-            f"{overlap}: research VMs must never read the coordinator's admin view"
-            for overlap in addressing.find_overlaps([(label, str(net)), *research])
             if overlap.startswith(label)
         )
     return problems

@@ -650,6 +650,7 @@ class Coordinator:
         """Each VM type's status, and why it runs fewer VMs than jobs want (if it does)."""
         counts = self.counts
         health = self.demand_health()
+        states = self.desktop_states()  # "idle" then counts only desktops that can work
         now = self.clock()
         latest: dict[str, DeclineRecord] = {}
         for record in counts.recent_declines:  # newest first
@@ -676,7 +677,7 @@ class Coordinator:
                 },
                 detail=latest[vm.name].detail if vm.name in latest else "",
             )
-            statuses.append(why_not_running(facts, health, counts.desktops, now))
+            statuses.append(why_not_running(facts, health, states, now))
         return statuses
 
     def never_enrolled(self) -> int:
@@ -971,12 +972,7 @@ class Coordinator:
             "cvmc_declines_recent",
             "gauge",
             f"Leases declined in the last {RECENT_S / 60:.0f} minutes, by VM type and reason.",
-            [
-                ((n, r), counts.declines.get((n, r), 0))
-                for n in names
-                for r in DECLINE_REASONS
-                if counts.declines.get((n, r), 0)
-            ],
+            [((n, r), counts.declines.get((n, r), 0)) for n in names for r in DECLINE_REASONS],
             ("vm_name", "reason"),
         )
         family(
