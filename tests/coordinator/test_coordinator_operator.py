@@ -125,6 +125,8 @@ def test_the_operator_sees_why_each_type_is_not_running(setup: Any) -> None:
     assert samples['cvmc_desktops_agent_version{version="0.0.9"}'] == 1
     assert samples["cvmc_demand_failing"] == 0
     assert samples["cvmc_demand_last_read_timestamp_seconds"] == coordinator.clock()
+    # summary, two pages of desktops by department, one by offset, declines
+    assert samples['cvmc_http_requests_total{route="admin",status="200"}'] == 5
 
 
 @pytest.mark.parametrize(

@@ -155,17 +155,13 @@ def _department(request: Request) -> str | None:
     return raw
 
 
-def _admin_routes(coordinator: Coordinator) -> list[Route]:
-    """The read-only admin API (``/admin/v1/...``) and the desktops page: what the
-    dashboard shows, and each desktop, for operators (nginx keeps them private)."""
+Handler = Callable[[Request], Awaitable[Response]]
 
-    async def answer(
-        handler: Callable[[Request], Awaitable[Response]], request: Request
-    ) -> Response:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return _error(exc)
+
+def _admin_handlers(coordinator: Coordinator) -> list[tuple[str, Handler]]:
+    """The read-only admin API (``/admin/v1/...``) and the desktops page: what the
+    dashboard shows, and each desktop, for operators (nginx keeps them private). Each is a
+    GET; ``create_app`` turns an ``ApiError`` into its reply and counts the requests."""
 
     async def summary(_request: Request) -> Response:
         return JSONResponse(coordinator.admin_summary())
@@ -194,18 +190,12 @@ def _admin_routes(coordinator: Coordinator) -> list[Route]:
         )
         return HTMLResponse(render_desktops(coordinator, rows, department, offset))
 
-    def route(path: str, handler: Callable[[Request], Awaitable[Response]]) -> Route:
-        async def endpoint(request: Request) -> Response:
-            return await answer(handler, request)
-
-        return Route(path, endpoint, methods=["GET"])
-
     return [
-        route("/admin/v1/summary", summary),
-        route("/admin/v1/departments", departments),
-        route("/admin/v1/desktops", desktops),
-        route("/admin/v1/declines", declines),
-        route("/desktops", page),
+        ("/admin/v1/summary", summary),
+        ("/admin/v1/departments", departments),
+        ("/admin/v1/desktops", desktops),
+        ("/admin/v1/declines", declines),
+        ("/desktops", page),
     ]
 
 
@@ -344,7 +334,10 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/", dashboard, methods=["GET"]),
-        *_admin_routes(coordinator),
+        *(
+            Route(path, counted("admin", handler), methods=["GET"])
+            for path, handler in _admin_handlers(coordinator)
+        ),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     return Starlette(routes=routes, lifespan=_lifespan(coordinator, rounds, batcher))
