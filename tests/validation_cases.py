@@ -755,3 +755,26 @@ CASES += [
         "grid_job_policy.accounting_groups: 'yes' is not true or false",
     ),
 ]
+
+CASES += [
+    Case(
+        "backfill-unknown-type",
+        {"grid_backfill": {"vm_type": "einstein-at-home"}},
+        "grid_backfill.vm_type: 'einstein-at-home' is not a type in grid_vm_types (known: "
+        "its-u11-boinc-20120415, lab-el9-bulk-20261101)",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "backfill-more-than-a-desktop-holds",
+        {"grid_backfill": {"vm_type": LAB_VM["name"], "max_per_desktop": 3}},
+        "grid_backfill.max_per_desktop: 3 is out of range; give a whole number from 1 to 2",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "backfill-unknown-key",
+        {"grid_backfill": {"type": LAB_VM["name"]}},
+        "grid_backfill.type: unknown key (known: vm_type, max_per_desktop)",
+        role_expect="grid_backfill.type. Supported parameters include",
+        refused_by=(COORDINATOR,),
+    ),
+]

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cvmc.gridmodel import addressing, catalogue, jobpolicy, limits, plan, policy, vpn
+from cvmc.gridmodel import addressing, backfill, catalogue, jobpolicy, limits, plan, policy, vpn
 
 Model = Mapping[str, Any]
 _HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
@@ -48,6 +48,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "bandwidth_classes",
     "bandwidth_default_class",
     "vm_types",
+    "backfill",
     "policy",
     "job_policy",
     "host_memory_reserve_mb",
@@ -283,6 +284,27 @@ def check_vm_types(model: Model) -> list[str]:
     )
     return problems + fit_problems(
         model["vm_types"], model["host_memory_reserve_mb"], model["desktop_min_memory_mb"]
+    )
+
+
+def check_backfill(model: Model) -> list[str]:
+    """``grid_backfill``: off, or a type of the catalogue, at most ``grid_max_vms_per_desktop``
+    per desktop (``cvmc.gridmodel.backfill``; the coordinator's grid file parser calls it too).
+
+    A malformed catalogue or VM count is its own concern's problem; the names of the
+    catalogue's well-formed entries and a VM count in range are what this compares against.
+    """
+    names = {
+        vm["name"]
+        for vm in _items(model["vm_types"])
+        if isinstance(vm, Mapping) and isinstance(vm.get("name"), str)
+    }
+    try:
+        most = limits.setting(model["max_vms_per_desktop"], "grid_max_vms_per_desktop")
+    except ValueError:
+        most = limits.RANGES["grid_max_vms_per_desktop"].maximum or 1
+    return _problem(
+        lambda: backfill.parse_backfill(model["backfill"], vm_types=names, max_vms_per_desktop=most)
     )
 
 
@@ -567,6 +589,7 @@ CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "network": check_network,
     "bandwidth": check_bandwidth,
     "vm_types": check_vm_types,
+    "backfill": check_backfill,
     "memory": check_memory,
     "policy": check_policy,
     "jobs": check_jobs,
