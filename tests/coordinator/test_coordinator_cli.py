@@ -136,7 +136,7 @@ def test_migrate_revoke_backup(tmp_path: Path, db_url: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[database]\nurl = "{db_url}"\n')
     first = run("--config", str(config), "migrate")
-    assert (first.returncode, first.stdout) == (0, "migrated none -> 0004\n"), first.stderr
+    assert (first.returncode, first.stdout) == (0, "migrated none -> 0005\n"), first.stderr
     again = run("--config", str(config), "migrate")
     assert (again.returncode, again.stdout) == (0, "unchanged\n")
     # The migrations create exactly the tables the store queries.
@@ -217,7 +217,7 @@ def test_hosts_that_migrate_one_database_at_once_take_turns(
     results = [(proc.wait(120), *proc.communicate()) for proc in procs]
     assert [rc for rc, _out, _err in results] == [0] * 4, [err for _rc, _out, err in results]
     outputs = sorted(out for _rc, out, _err in results)
-    assert outputs == ["migrated none -> 0004\n"] + ["unchanged\n"] * 3, outputs
+    assert outputs == ["migrated none -> 0005\n"] + ["unchanged\n"] * 3, outputs
 
 
 def _migrate_from(
@@ -260,7 +260,7 @@ def test_migration_0002_keeps_earlier_revocations(tmp_path: Path, db_url: str) -
         for name, revoked in (("desk01", 1.5), ("desk02", None))
     ]
     result = _migrate_from(tmp_path, db_url, "0001", desks)
-    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0004\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "migrated 0001 -> 0005\n"), result.stderr
     assert _query(db_url, "SELECT desktop, revoked_at FROM revocations") == [("desk01", 1.5)]
 
 
@@ -273,7 +273,7 @@ def test_migration_0003_keeps_leases_and_gives_them_no_slot(tmp_path: Path, db_u
         "state) VALUES ('l-1', 'd-1', 'small', 1, 512, 1.0, 2.0, 'running')"
     )
     result = _migrate_from(tmp_path, db_url, "0002", [(_OLD_DESKTOP, desk), (lease, {})])
-    assert (result.returncode, result.stdout) == (0, "migrated 0002 -> 0004\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "migrated 0002 -> 0005\n"), result.stderr
     assert _query(db_url, "SELECT id, state, slot FROM leases") == [("l-1", "running", None)]
 
 
@@ -285,7 +285,7 @@ def test_migration_0004_keeps_desktops_with_unknown_memory_and_no_usage(
     the declines' log and the core-seconds start empty."""
     desk = {"id": "d-1", "name": "desk01", "salt": bytes(32), "revoked": None}
     result = _migrate_from(tmp_path, db_url, "0003", [(_OLD_DESKTOP, desk)])
-    assert (result.returncode, result.stdout) == (0, "migrated 0003 -> 0004\n"), result.stderr
+    assert (result.returncode, result.stdout) == (0, "migrated 0003 -> 0005\n"), result.stderr
     assert _query(db_url, "SELECT name, memory_total_mb, hw_virt_held_by FROM desktops") == [
         ("desk01", 0, None)
     ]
@@ -309,3 +309,19 @@ def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) 
     result = run("--config", str(config), "serve")
     assert result.returncode == 2
     assert "enrolment.key_file" in result.stderr
+
+
+def test_migration_0005_keeps_leases_as_leases_for_real_demand(tmp_path: Path, db_url: str) -> None:
+    """Leases written under revision 0004 survive the upgrade as leases for real demand (not
+    backfill): the trim still counts them as supply."""
+    desk = {"id": "d-1", "name": "desk01", "salt": bytes(32), "revoked": None}
+    lease = (
+        "INSERT INTO leases (id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, "
+        "state, slot) VALUES ('l-1', 'd-1', 'small', 1, 512, 1.0, 2.0, 'running', 0)"
+    )
+    result = _migrate_from(tmp_path, db_url, "0004", [(_OLD_DESKTOP, desk), (lease, {})])
+    assert (result.returncode, result.stdout) == (0, "migrated 0004 -> 0005\n"), result.stderr
+    assert _query(db_url, "SELECT id, slot, backfill FROM leases") in (
+        [("l-1", 0, False)],  # PostgreSQL
+        [("l-1", 0, 0)],  # SQLite stores a boolean as 0 or 1
+    )

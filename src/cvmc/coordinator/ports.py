@@ -132,8 +132,11 @@ class DashboardCounts:
     department_states: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     #: Enrolled, unrevoked desktops by agent version.
     agent_versions: Mapping[str, int] = field(default_factory=dict)
-    #: CPUs of running VMs.
+    #: CPUs of running VMs (backfill VMs included).
     cores_running: int = 0
+    #: Backfill leases (``grid_backfill``) by state: offered, starting, running. ``leases``,
+    #: ``running`` and ``departments`` count only leases for real demand.
+    backfill: Mapping[str, int] = field(default_factory=dict)
 
 
 #: The window of "recent" declines, in seconds.

@@ -223,6 +223,14 @@ def _pool(coordinator: Coordinator, now: float) -> str:
         f"core{'' if counts.cores_running == 1 else 's'} running research VMs; "
         f"<b>{never}</b> desktops of the grid never enrolled.</p>"
     )
+    if coordinator.grid.backfill.enabled:
+        spare = counts.backfill
+        pool += (
+            f'<p id="backfill">Backfill ({escape(coordinator.grid.backfill.vm_type)}, when no '
+            f"job wants a desktop): <b>{spare.get('running', 0)}</b> running, "
+            f"<b>{spare.get('offered', 0) + spare.get('starting', 0)}</b> offered or starting; "
+            "real demand preempts them.</p>"
+        )
     if health.failing:
         error = escape(health.error or "")
         demand = (

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 __all__ = [
@@ -92,6 +93,8 @@ leases = Table(
     Column("start_by", Float, nullable=False),
     Column("state", String(16), nullable=False),  # offered | starting | running
     Column("slot", Integer, nullable=True),  # the desktop's slot, once it reports the lease held
+    # A backfill lease (grid_backfill): not supply; real demand preempts it.
+    Column("backfill", Boolean, nullable=False, server_default=false()),
     Index("ix_leases_desktop_id", "desktop_id"),
 )
 

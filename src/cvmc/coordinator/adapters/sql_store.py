@@ -42,6 +42,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    false,
     func,
     insert,
     select,
@@ -118,8 +119,8 @@ _ACCEPT_SQLITE = (
     + " WHERE id = :b_id AND last_seq < :b_seq AND revoked_at IS NULL"
 )
 _LEASES_OF_SQLITE = (
-    "SELECT id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, state, slot "
-    "FROM leases WHERE desktop_id = :b_id"
+    "SELECT id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, state, slot, "
+    "backfill FROM leases WHERE desktop_id = :b_id"
 )
 _TOUCH = (
     update(desktops)
@@ -144,7 +145,7 @@ _ACCEPT_PG = (
     "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = %(b_id)s)) "
     "WHERE id = %(b_id)s AND last_seq < %(b_seq)s AND revoked_at IS NULL RETURNING id) "
     "SELECT (SELECT count(*) FROM acc) AS accepted, l.id, l.desktop_id, l.vm_name, l.cpus, "
-    "l.memory_mb, l.created_at, l.start_by, l.state, l.slot "
+    "l.memory_mb, l.created_at, l.start_by, l.state, l.slot, l.backfill "
     "FROM (SELECT 1) AS one LEFT JOIN leases AS l ON l.desktop_id = %(b_id)s"
 )
 _LEASE_STATE = (
@@ -178,6 +179,25 @@ def _lease(row: Any) -> LeaseView:  # noqa: ANN401 - a SQLAlchemy row
         start_by=row.start_by,
         state=row.state,
         slot=row.slot,
+        backfill=bool(row.backfill),
+    )
+
+
+def _lease_tuple(row: Sequence[Any]) -> LeaseView:
+    """A lease from a driver's row of the lease columns in table order (SQLite gives the
+    backfill flag as 0 or 1)."""
+    lease_id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, state, slot, spare = row
+    return LeaseView(
+        lease_id,
+        desktop_id,
+        vm_name,
+        cpus,
+        memory_mb,
+        created_at,
+        start_by,
+        state,
+        slot,
+        bool(spare),
     )
 
 
@@ -480,7 +500,7 @@ class SqlStore(Store):
             # The driver's own cursor, inside this transaction (the connection's DBAPI one).
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             cursor.execute(_LEASES_OF_SQLITE, {"b_id": desktop_id})
-            current = [LeaseView(*row) for row in cursor.fetchall()]
+            current = [_lease_tuple(row) for row in cursor.fetchall()]
             ours = {lease.id for lease in current}
             unleased = sum(
                 1 for lease_id in update_.busy_lease_ids if lease_id is None or lease_id not in ours
@@ -516,7 +536,7 @@ class SqlStore(Store):
                 refused.append(index)
                 results.append([])
                 continue
-            current = [LeaseView(*row[1:]) for row in rows if row[1] is not None]
+            current = [_lease_tuple(row[1:]) for row in rows if row[1] is not None]
             plan = _plan(current, item.update, now)
             if plan.changes:
                 plans.append((item.desktop_id, plan))
@@ -803,20 +823,30 @@ class SqlStore(Store):
             running: dict[str, int] = {}
             by_type: dict[str, int] = {}
             cores_running = 0
-            for name, lease_state, count, cpus in conn.execute(
+            backfill: dict[str, int] = {}
+            for name, lease_state, spare, count, cpus in conn.execute(
                 select(
-                    leases.c.vm_name, leases.c.state, func.count(), func.sum(leases.c.cpus)
-                ).group_by(leases.c.vm_name, leases.c.state)
+                    leases.c.vm_name,
+                    leases.c.state,
+                    leases.c.backfill,
+                    func.count(),
+                    func.sum(leases.c.cpus),
+                ).group_by(leases.c.vm_name, leases.c.state, leases.c.backfill)
             ):
+                if lease_state == "running":
+                    cores_running += int(cpus or 0)
+                if spare:
+                    backfill[lease_state] = backfill.get(lease_state, 0) + int(count)
+                    continue
                 by_type[name] = by_type.get(name, 0) + int(count)
                 if lease_state == "running":
                     running[name] = int(count)
-                    cores_running += int(cpus or 0)
             by_dept: dict[str, int] = {
                 name: int(count)
                 for name, count in conn.execute(
                     select(desktops.c.department, func.count())
                     .select_from(leases.join(desktops, and_(leases.c.desktop_id == desktops.c.id)))
+                    .where(leases.c.backfill == false())
                     .group_by(desktops.c.department)
                 )
             }
@@ -877,6 +907,7 @@ class SqlStore(Store):
             department_states=by_dept_state,
             agent_versions=versions,
             cores_running=cores_running,
+            backfill=backfill,
         )
 
     @staticmethod

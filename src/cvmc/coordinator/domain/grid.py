@@ -1,7 +1,8 @@
 """The grid file the role renders from the grid model (docs/coordinator.md, "Grid file").
 
 ``{"name", "vm_types", "max_vms_per_desktop", "require_hw_virtualization",
-"enrol_tokens_not_before", "vpn_layout", "desktops": [{"name", "index", "department"}]}``.
+"enrol_tokens_not_before", "vpn_layout", "backfill",
+"desktops": [{"name", "index", "department"}]}``.
 ``vpn_layout`` (``grid_plan.layout``, optional) lets the coordinator name the desktop and slot of
 a VM by its tunnel address (``cvmc.gridmodel.addressing.slot_of_address``). Everything in it
 but the desktops' departments comes from the grid model, and is checked by the grid model's
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from cvmc.gridmodel import catalogue, limits
 from cvmc.gridmodel.addressing import desktop_id, plan_capacity, slot_resolver
+from cvmc.gridmodel.backfill import OFF, Backfill, parse_backfill
 from cvmc.gridmodel.catalogue import VmType
 
 __all__ = [
@@ -61,6 +63,8 @@ class GridFile:
     enrol_tokens_not_before: int = 0
     #: grid_plan.layout: the OpenVPN instances' slices; empty: VMs' addresses name no slot.
     vpn_layout: tuple[Mapping[str, object], ...] = ()
+    #: grid_backfill: the type desktops with no lease for real demand run (off by default).
+    backfill: Backfill = OFF
 
     def vm_slot(self, address: str) -> tuple[str, int] | None:
         """(desktop id, slot) of the registered desktop's VM whose tunnel address is
@@ -120,6 +124,12 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         layout = raw.get("vpn_layout", [])
         if layout != []:
             plan_capacity(layout, max_vms, name="grid_plan.layout")  # checks every slice
+        # roles/grid_coordinator renders it from grid_backfill; absent: off.
+        backfill = parse_backfill(
+            raw.get("backfill", {}),
+            vm_types=[t.name for t in vm_types],
+            max_vms_per_desktop=max_vms,
+        )
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     desktops = _parse_desktops(raw.get("desktops"), name)
@@ -131,6 +141,7 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         require_hw,
         not_before,
         tuple(dict(item) for item in layout),
+        backfill,
     )
 
 

@@ -15,6 +15,12 @@ Rules (docs/coordinator.md, "Lease algorithm"):
    when it is online, may start VMs, has usable hardware virtualization, a free slot
    (``min(its max_vms, the grid's max_vms_per_desktop)``), enough free memory for the type
    beyond the memory of its offered leases, and did not decline that type recently.
+4. Backfill (``grid_backfill``, off by default): a *backfill* lease runs the backfill type on a
+   desktop that holds no lease for real demand, up to ``max_per_desktop`` of them, on the same
+   eligibility as rule 3. Backfill leases are not supply: rule 2 never trims them, rule 3
+   neither counts them in a department's load nor in a desktop's slots and memory, and a
+   desktop rule 3 gives a lease loses its backfill leases in the same round (``preempted``).
+   When backfill is turned off or its type changes, its leases go (``backfill_off``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ __all__ = [
     "LeaseView",
     "allocate",
     "claimed_leases",
+    "real_leases",
 ]
 
 
@@ -60,6 +67,7 @@ class LeaseView:
     start_by: float
     state: str = "offered"  # offered | starting | running
     slot: int | None = None  # the desktop's slot that holds it, once the desktop reports it
+    backfill: bool = False  # a backfill lease (rule 4): not supply, preempted by real demand
 
 
 _REVOKE_ORDER = {"offered": 0, "starting": 1, "running": 2}
@@ -107,55 +115,168 @@ def allocate(
     new_id: Callable[[], str],
     require_hw_virt: bool = True,
     claimed: frozenset[str] = frozenset(),
+    backfill: VmType | None = None,
+    backfill_max: int = 1,
 ) -> Allocation:
     """Which leases to revoke (with the reason) and which to create.
 
     With ``require_hw_virt`` (``grid_policy.require_hw_virtualization``), only desktops that
     report VT-x/AMD-V get new leases; without it, any desktop may (slow software emulation).
     ``claimed``: ids of running leases whose VM runs a job (:func:`claimed_leases`), which the
-    trim revokes last.
+    trim revokes last. ``backfill`` (rule 4): the backfill type, ``None`` when off, and at most
+    ``backfill_max`` backfill leases per desktop.
     """
     out = Allocation()
     by_id = {d.id: d for d in desktops}
     kept = _drop(leases, by_id, {t.name for t in types}, now, out)
+    kept, spare = _split_backfill(kept, backfill, out)
     dept_load: Counter[str] = Counter(by_id[lease.desktop_id].department for lease in kept)
     remaining = _trim(kept, demand, by_id, dept_load, out, claimed=claimed)
     supply = Counter(lease.vm_name for lease in remaining)
     need = {t.name: max(demand.get(t.name, 0), 0) - supply[t.name] for t in types}
     active = [t for t in types if need[t.name] > 0]
-    if not active:
-        return out
-    filler = _Filler(
-        desktops=desktops,
-        remaining=remaining,
-        dept_load=dept_load,
-        blocked=blocked,
-        max_vms_per_desktop=max_vms_per_desktop,
-        types=active,
-        require_hw_virt=require_hw_virt,
-    )
+    spare_of: dict[str, list[LeaseView]] = defaultdict(list)
+    for lease in spare:
+        spare_of[lease.desktop_id].append(lease)
+    if active:
+        _fill(
+            _Filler(
+                desktops=desktops,
+                remaining=remaining,
+                dept_load=dept_load,
+                blocked=blocked,
+                max_vms_per_desktop=max_vms_per_desktop,
+                types=active,
+                require_hw_virt=require_hw_virt,
+                backfill=spare,
+            ),
+            active=active,
+            need=need,
+            spare_of=spare_of,
+            out=out,
+            offer=lambda desk, vm: _offer(new_id(), desk, vm, now, ttl_s),
+        )
+    busy = {lease.desktop_id for lease in remaining} | {lease.desktop_id for lease in out.new}
+    for desk_id in busy & spare_of.keys():  # real work and backfill never share a desktop
+        for lease in spare_of.pop(desk_id):
+            out.revoked[lease.id] = "preempted"
+    if backfill is not None:
+        out.new.extend(
+            _backfill(
+                backfill,
+                desktops=desktops,
+                busy=busy,
+                spare_of=spare_of,
+                blocked=blocked,
+                most=min(backfill_max, max_vms_per_desktop),
+                require_hw_virt=require_hw_virt,
+                offer=lambda desk: _offer(new_id(), desk, backfill, now, ttl_s, backfill=True),
+            )
+        )
+    return out
+
+
+def _fill(
+    filler: _Filler,
+    *,
+    active: list[VmType],
+    need: dict[str, int],
+    spare_of: dict[str, list[LeaseView]],
+    out: Allocation,
+    offer: Callable[[DesktopView, VmType], LeaseView],
+) -> None:
+    """Rule 3: the types take turns, one new lease each, until each type's need is met or no
+    desktop is left for it; a desktop that gets one loses its backfill leases (rule 4)."""
     while active:
         for vm in list(active):
             desk = filler.pick(vm)
             if desk is None:
                 active.remove(vm)
                 continue
-            out.new.append(
-                LeaseView(
-                    id=new_id(),
-                    desktop_id=desk.id,
-                    vm_name=vm.name,
-                    cpus=vm.cpus,
-                    memory_mb=vm.memory_mb,
-                    created_at=now,
-                    start_by=now + ttl_s,
-                )
-            )
+            out.new.append(offer(desk, vm))
+            for lease in spare_of.pop(desk.id, ()):
+                out.revoked[lease.id] = "preempted"
             filler.take(desk, vm)
             need[vm.name] -= 1
             if need[vm.name] <= 0:
                 active.remove(vm)
-    return out
+
+
+def _offer(
+    lease_id: str,
+    desk: DesktopView,
+    vm: VmType,
+    now: float,
+    ttl_s: float,
+    *,
+    backfill: bool = False,
+) -> LeaseView:
+    return LeaseView(
+        id=lease_id,
+        desktop_id=desk.id,
+        vm_name=vm.name,
+        cpus=vm.cpus,
+        memory_mb=vm.memory_mb,
+        created_at=now,
+        start_by=now + ttl_s,
+        backfill=backfill,
+    )
+
+
+def real_leases(leases: Sequence[LeaseView]) -> list[LeaseView]:
+    """The leases for real demand (supply), without the backfill leases."""
+    return [lease for lease in leases if not lease.backfill]
+
+
+def _split_backfill(
+    kept: Sequence[LeaseView], backfill: VmType | None, out: Allocation
+) -> tuple[list[LeaseView], list[LeaseView]]:
+    """(real leases, backfill leases of the current backfill type); backfill leases of a type
+    that is no longer the backfill type (or of backfill turned off) are revoked."""
+    real: list[LeaseView] = []
+    spare: list[LeaseView] = []
+    for lease in kept:
+        if not lease.backfill:
+            real.append(lease)
+        elif backfill is None or lease.vm_name != backfill.name:
+            out.revoked[lease.id] = "backfill_off"
+        else:
+            spare.append(lease)
+    return real, spare
+
+
+def _backfill(
+    vm: VmType,
+    *,
+    desktops: Sequence[DesktopView],
+    busy: Collection[str],
+    spare_of: Mapping[str, Sequence[LeaseView]],
+    blocked: frozenset[tuple[str, str]],
+    most: int,
+    require_hw_virt: bool,
+    offer: Callable[[DesktopView], LeaseView],
+) -> list[LeaseView]:
+    """Rule 4: backfill leases for the desktops that hold no real lease, up to ``most`` each
+    (and their free slots), within their free memory (less the backfill offers pending)."""
+    new: list[LeaseView] = []
+    for desk in desktops:
+        if (
+            desk.id in busy
+            or not desk.online
+            or desk.revoked
+            or not desk.may_start
+            or not (desk.hw_virt or not require_hw_virt)
+            or (desk.id, vm.name) in blocked
+        ):
+            continue
+        held = spare_of.get(desk.id, ())
+        room = min(most, desk.max_vms) - len(held) - desk.unleased_vms
+        free = desk.memory_free_mb - sum(x.memory_mb for x in held if x.state == "offered")
+        while room > 0 and free >= vm.memory_mb:
+            new.append(offer(desk))
+            room -= 1
+            free -= vm.memory_mb
+    return new
 
 
 def _drop(
@@ -244,6 +365,7 @@ class _Filler:
         max_vms_per_desktop: int,
         types: Sequence[VmType],
         require_hw_virt: bool = True,
+        backfill: Sequence[LeaseView] = (),
     ) -> None:
         self.dept_load = dept_load
         self.blocked = blocked
@@ -254,6 +376,11 @@ class _Filler:
         for lease in remaining:
             if lease.state == "offered":
                 self.pending[lease.desktop_id] += lease.memory_mb
+        # A desktop's reported free memory leaves out what its backfill VMs hold; real demand
+        # preempts them, so that memory counts as free (a negative pending).
+        for lease in backfill:
+            if lease.state != "offered":
+                self.pending[lease.desktop_id] -= lease.memory_mb
         self.version: Counter[str] = Counter()
         self.by_id: dict[str, DesktopView] = {}
         self.heaps: dict[str, dict[str, list[tuple[tuple[int, int, str], int]]]] = {

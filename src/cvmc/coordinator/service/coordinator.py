@@ -45,6 +45,7 @@ from cvmc.coordinator.domain.leases import (
     LeaseView,
     allocate,
     claimed_leases,
+    real_leases,
 )
 from cvmc.coordinator.ports import (
     RECENT_S,
@@ -241,6 +242,8 @@ class Coordinator:
         self._enrol_schema = _validator(ENROL_REQUEST_SCHEMA)
         self._heartbeat_schema = _validator(HEARTBEAT_SCHEMA)
         self._types = list(grid.vm_types)
+        #: grid_backfill's VM type (None: off), and its most leases on one desktop.
+        self._backfill = grid.vm_type(grid.backfill.vm_type) if grid.backfill.enabled else None
         # Credentials of desktops that authenticated before (a desktop id's salt never changes;
         # revocation and sequence numbers are checked by the conditional write every time).
         self._credentials: dict[str, bytes] = {}
@@ -431,6 +434,8 @@ class Coordinator:
             "memory_mb": lease.memory_mb,
             "ttl_s": round(min(max(ttl, 0.001), 86400.0), 3),
         }
+        if lease.backfill:
+            item["backfill"] = True  # the agent powers it off at once when it is revoked
         if self.vm_tokens is not None:
             if lease.state != "offered":
                 with self._lease_tokens_lock:
@@ -546,13 +551,16 @@ class Coordinator:
                 new_id=lambda: "l-" + secrets.token_hex(8),
                 require_hw_virt=self.grid.require_hw_virtualization,
                 claimed=claimed,
+                backfill=self._backfill,
+                backfill_max=self.grid.backfill.max_per_desktop,
             )
             kept = result.kept(leases)
             self.metrics.with_jobs = dict(
                 Counter(lease.vm_name for lease in kept if lease.id in claimed)
             )
-            supply = Counter(lease.vm_name for lease in kept)
-            running = Counter(lease.vm_name for lease in kept if lease.state == "running")
+            real = real_leases(kept)  # supply: backfill leases are not
+            supply = Counter(lease.vm_name for lease in real)
+            running = Counter(lease.vm_name for lease in real if lease.state == "running")
             demand = {t.name: self.demand.by_type.get(t.name, 0) for t in self._types}
             self.store.apply(
                 result,
@@ -704,6 +712,14 @@ class Coordinator:
                 "states": self.desktop_states(),
                 "agent_versions": dict(counts.agent_versions),
             },
+            "backfill": {
+                "vm_type": self.grid.backfill.vm_type or None,
+                "max_per_desktop": self.grid.backfill.max_per_desktop,
+                "leases": {
+                    state: counts.backfill.get(state, 0)
+                    for state in ("offered", "starting", "running")
+                },
+            },
             "cannot_work": self.cannot_work(),
             "hw_virt_held_by": held_by_counts(counts.hardware),
             "demand": {
@@ -809,6 +825,14 @@ class Coordinator:
             "Current leases (offered, starting and running) by VM type.",
             [((n,), self.counts.leases.get(n, 0)) for n in names],
             ("vm_name",),
+        )
+        family(
+            "cvmc_backfill_leases",
+            "gauge",
+            "Backfill leases (grid_backfill) by state: offered, starting, running. They run "
+            "when no job wants a desktop; real demand preempts them. Not in cvmc_leases.",
+            [((st,), self.counts.backfill.get(st, 0)) for st in ("offered", "starting", "running")],
+            ("state",),
         )
         family(
             "cvmc_vms_running",
