@@ -57,6 +57,9 @@ class Lease:
     #: The VM's own HTCondor token (a secret): present only on a lease not yet started, minted
     #: by the coordinator for this start. Never in a repr, so never in a log line.
     condor_token: str | None = field(default=None, repr=False)
+    #: A backfill lease (``grid_backfill``): when it is revoked (real demand wants the desktop),
+    #: its VM is powered off at once instead of shut down.
+    backfill: bool = False
 
     def expired(self, now: float) -> bool:
         return now >= self.received + self.ttl_s
@@ -100,6 +103,9 @@ def parse_lease(raw: object, received: float, *, name: str = "lease") -> Lease:
             f"{name}.condor_token: a string of {len(token)} characters is not an HTCondor token "
             f"(a JWS in compact form, at most {MAX_CONDOR_TOKEN} characters)"
         )
+    backfill = raw.get("backfill", False)
+    if not isinstance(backfill, bool):
+        raise ValueError(f"{name}.backfill: {backfill!r} is not true or false")
     return Lease(
         lease_id=lease_id,
         vm_name=vm_name,
@@ -108,4 +114,5 @@ def parse_lease(raw: object, received: float, *, name: str = "lease") -> Lease:
         ttl_s=float(ttl),
         received=received,
         condor_token=token,
+        backfill=backfill,
     )

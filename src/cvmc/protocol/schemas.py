@@ -201,6 +201,13 @@ HEARTBEAT_REPLY_SCHEMA: dict[str, Any] = {
                         "maxLength": MAX_CONDOR_TOKEN,
                         "pattern": _ecma(CONDOR_TOKEN.pattern),
                     },
+                    "backfill": {
+                        "description": (
+                            "A backfill lease (grid_backfill): revoked by real demand, its VM "
+                            "is powered off at once"
+                        ),
+                        "type": "boolean",
+                    },
                 },
             },
         },

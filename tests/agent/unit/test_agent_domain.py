@@ -354,6 +354,53 @@ def test_plan_hard_stop_on_low_battery() -> None:
     assert actions[0].hard is True
 
 
+def test_plan_powers_a_revoked_backfill_vm_off_at_once_and_the_real_lease_waits() -> None:
+    """Real demand preempts backfill: the backfill VM goes at once (hard), and the real lease
+    in the same reply waits for its slot (one slot here) rather than a max_vms decline."""
+    config = lab_config()
+    assert config.policy.max_vms == 2
+    spare = Slot(0, SlotState.RUNNING, lease=leases(_lease("b", backfill=True))[0], memory_mb=512)
+    other = Slot(1, SlotState.RUNNING, lease=leases(_lease("o"))[0], memory_mb=512)
+    actions = run_plan([spare, other], leases(_lease("o"), _lease("real")))
+    assert actions == [VacateVm(0, "backfill lease b revoked", True)]
+    # Next reply, the slot still being vacated: the lease keeps waiting, undeclined.
+    leaving = Slot(0, SlotState.VACATING, lease=spare.lease, memory_mb=512)
+    assert run_plan([leaving, other], leases(_lease("o"), _lease("real"))) == []
+    # Once it is idle, the lease starts there.
+    (start,) = run_plan([Slot(0), other], leases(_lease("o"), _lease("real")))
+    assert isinstance(start, StartVm)
+    assert (start.slot, start.lease.lease_id) == (0, "real")
+    # With no slot being vacated, the same lease is declined as before.
+    busy = Slot(0, SlotState.RUNNING, lease=leases(_lease("x"))[0], memory_mb=512)
+    (decline,) = run_plan([busy, other], leases(_lease("x"), _lease("o"), _lease("real")))
+    assert isinstance(decline, DeclineLease)
+    assert decline.decline.reason == "max_vms"
+
+
+def test_plan_waits_for_the_memory_of_a_vm_being_vacated() -> None:
+    """1200 MB free minus the 1024 MB reserve holds no VM (the policy allows no start), but
+    the 768 MB of the VM being vacated would: the lease waits instead of a decline (and is
+    declined when nothing is being vacated)."""
+    leaving = Slot(0, SlotState.VACATING, lease=leases(_lease("b"))[0], memory_mb=768)
+    item = leases(_lease("real", EL9, memory_mb=768))
+    assert run_plan([leaving, Slot(1)], item, h=host(memory_free_mb=1200)) == []
+    (decline,) = run_plan([Slot(0), Slot(1)], item, h=host(memory_free_mb=1200))
+    assert isinstance(decline, DeclineLease)
+    assert decline.decline.reason == "policy"
+    # Enough free for a VM, not for this one's 768 MB: it waits for the memory as well.
+    assert run_plan([leaving, Slot(1)], item, h=host(memory_free_mb=1500)) == []
+    (start,) = run_plan([Slot(0), Slot(1)], item, h=host(memory_free_mb=1500))
+    assert isinstance(start, StartVm)
+    assert start.memory_mb == 476  # as before: what is free beyond the reserve
+
+
+def test_a_lease_says_whether_it_is_backfill_and_nothing_else() -> None:
+    assert parse_lease(_lease("a"), 0.0).backfill is False
+    assert parse_lease(_lease("a", backfill=True), 0.0).backfill is True
+    with pytest.raises(ValueError, match=r"lease a.backfill: 'yes' is not true or false"):
+        parse_lease(_lease("a", backfill="yes"), 0.0)
+
+
 # -- wire format ---------------------------------------------------------------------------
 
 

@@ -64,6 +64,8 @@ class Verdict:
     hard_stop: bool  # stop at once, without the vacate deadline (low battery)
     reason: str  # why not, or "allowed"
     blackout: str | None = None  # the blackout in force, by name
+    #: New VMs may not start only for want of free memory (the rest of the policy allows them).
+    memory_short: bool = False
 
 
 def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict:
@@ -103,6 +105,7 @@ def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict
             False,
             f"{host.memory_free_mb} MB free leaves less than {DEFAULT_MINIMUM_MB} MB beyond "
             f"the {config.reserve_mb} MB reserve",
+            memory_short=True,
         )
     return Verdict(True, True, False, _allowed(config, now, host))
 

@@ -547,6 +547,11 @@ class Agent:
         self._launches.pop(slot.index, None)
         self._next_check.pop(slot.index, None)
         transition(slot, S.IDLE, now, "slot disk and seed discarded, lease released")
+        held = {s.lease.lease_id for s in self.slots if s.lease is not None}
+        if any(x.lease_id not in self._handled and x.lease_id not in held for x in self.leases):
+            # A lease waits for this slot (one that real demand sent as it preempted a
+            # backfill VM): ask now, as only a fresh reply starts a VM.
+            self._next_hb = min(self._next_hb, now)
 
     def _running(self, vm_id: str) -> bool:
         try:
