@@ -58,7 +58,8 @@ molecule: venv testhosts
 	@for s in $(SCENARIOS); do \
 	  if [ -x molecule/$$s/skip-reason ] && reason=$$(molecule/$$s/skip-reason); then \
 	    echo "=== SKIPPED molecule test -s $$s: $$reason"; continue; fi; \
-	  echo "=== molecule test -s $$s"; molecule test -s $$s || exit 1; done
+	  echo "=== molecule test -s $$s"; t0=$$(date +%s); molecule test -s $$s || exit 1; \
+	  echo "=== molecule test -s $$s took $$(( $$(date +%s) - t0 )) s"; done
 
 testhosts:
 	bash scripts/testhosts.sh
