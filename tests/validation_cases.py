@@ -778,3 +778,25 @@ CASES += [
         refused_by=(COORDINATOR,),
     ),
 ]
+
+CASES += [
+    Case(
+        "wake-on-lan-string",
+        {"grid_wake_on_lan": {"enabled": "yes"}},
+        "grid_wake_on_lan.enabled: 'yes' is not true or false",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "wake-on-lan-prefix-too-wide",
+        {"grid_wake_on_lan": {"enabled": True, "subnet_prefix": 8}},
+        "grid_wake_on_lan.subnet_prefix: 8 is out of range; give a whole number from 16 to 30",
+        refused_by=(COORDINATOR,),
+    ),
+    Case(
+        "wake-on-lan-unknown-key",
+        {"grid_wake_on_lan": {"enable": True}},
+        "grid_wake_on_lan.enable: unknown key (known: enabled, subnet_prefix, max_per_round)",
+        role_expect="grid_wake_on_lan.enable. Supported parameters include",
+        refused_by=(COORDINATOR,),
+    ),
+]

@@ -51,12 +51,7 @@ def parse_backfill(
         raise ValueError(
             f"{name}: {raw!r} is not a mapping; give {{vm_type: NAME or '', max_per_desktop: N}}"
         )
-    unknown = sorted(str(key) for key in raw if key not in BACKFILL_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{name}.{unknown[0]}: unknown key (known: {', '.join(BACKFILL_KEYS)}); "
-            "check its spelling"
-        )
+    limits.refuse_unknown_keys(raw, BACKFILL_KEYS, name)
     vm_type = raw.get("vm_type", OFF.vm_type)
     if not isinstance(vm_type, str):
         raise ValueError(f"{name}.vm_type: {vm_type!r} is not a VM type's name (or '' for off)")

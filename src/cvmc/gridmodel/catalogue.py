@@ -184,13 +184,6 @@ def _list(value: object, name: str, what: str) -> Sequence[object]:
     return value
 
 
-def _unknown_keys(raw: Mapping[str, Any], known: Sequence[str], label: str) -> list[str]:
-    return [
-        f"{label}.{key}: unknown key (known: {', '.join(known)}); check its spelling"
-        for key in sorted(str(k) for k in raw if k not in known)
-    ]
-
-
 def _class_name(value: object, name: str) -> str:
     if not isinstance(value, str) or not CLASS_NAME_PATTERN.match(value):
         raise ValueError(
@@ -234,7 +227,7 @@ def _classes(classes: object, name: str) -> tuple[dict[str, BandwidthClass], set
             continue
         cls_name = _attempt(problems, _class_name, raw.get("name"), f"{name}[{i}].name")
         label = f"{name}[{cls_name if cls_name is not None else i}]"
-        problems.extend(_unknown_keys(raw, CLASS_KEYS, label))
+        problems.extend(limits.unknown_keys(raw, CLASS_KEYS, label))
         if cls_name is not None:
             if cls_name.lower() in seen:
                 problems.append(
@@ -358,7 +351,7 @@ def _vm_type(
     if vm_name is None:
         return None, problems
     label = f"{name}[{vm_name}]"
-    problems.extend(_unknown_keys(raw, VM_TYPE_KEYS, label))
+    problems.extend(limits.unknown_keys(raw, VM_TYPE_KEYS, label))
     image = _attempt(problems, _image, raw, label)
     cpus = _attempt(problems, _number, raw, "cpus", label)
     memory_mb = _attempt(problems, _number, raw, "memory_mb", label)

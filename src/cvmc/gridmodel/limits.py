@@ -13,6 +13,7 @@ the variable it is about.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -26,7 +27,9 @@ __all__ = [
     "flag",
     "grid_name",
     "image_url",
+    "refuse_unknown_keys",
     "setting",
+    "unknown_keys",
     "whole_number",
 ]
 
@@ -118,6 +121,21 @@ def setting(value: object, variable: str, *, name: str | None = None) -> int:
     return whole_number(
         value, name=name or variable, minimum=bounds.minimum, maximum=bounds.maximum
     )
+
+
+def unknown_keys(raw: Mapping[object, object], known: Sequence[str], name: str) -> list[str]:
+    """A message for each key of the mapping ``name`` that is not one of ``known``."""
+    return [
+        f"{name}.{key}: unknown key (known: {', '.join(known)}); check its spelling"
+        for key in sorted(str(k) for k in raw if k not in known)
+    ]
+
+
+def refuse_unknown_keys(raw: Mapping[object, object], known: Sequence[str], name: str) -> None:
+    """``ValueError`` with :func:`unknown_keys`' first message, if there is one."""
+    problems = unknown_keys(raw, known, name)
+    if problems:
+        raise ValueError(problems[0])
 
 
 def flag(value: object, *, name: str) -> bool:

@@ -17,7 +17,6 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cvmc.gridmodel import limits
 
@@ -108,19 +107,11 @@ def parse_time(value: object, *, name: str = "value") -> int:
     return hours * 60 + minutes
 
 
-def _unknown_keys(raw: Mapping[str, Any], known: Sequence[str], name: str) -> None:
-    unknown = sorted(str(key) for key in raw if key not in known)
-    if unknown:
-        raise ValueError(
-            f"{name}.{unknown[0]}: unknown key (known: {', '.join(known)}); check its spelling"
-        )
-
-
 def parse_blackout(raw: object, *, name: str) -> Blackout:
     """Validate one blackout mapping; every error names the field."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(BLACKOUT_KEYS)}")
-    _unknown_keys(raw, BLACKOUT_KEYS, name)
+    limits.refuse_unknown_keys(raw, BLACKOUT_KEYS, name)
     label = raw.get("name")
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"{name}.name: {label!r} is not a name; give the window a name for logs")
@@ -161,7 +152,7 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
-    _unknown_keys(raw, POLICY_KEYS, name)
+    limits.refuse_unknown_keys(raw, POLICY_KEYS, name)
     # A null list of blackouts is refused, not taken as none: the Windows desktops' role loops
     # over it to make Task Scheduler triggers, and a loop over null fails on the desktop.
     blackouts_raw = raw.get("blackouts", [])

@@ -27,7 +27,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from cvmc.gridmodel import addressing, backfill, catalogue, jobpolicy, limits, plan, policy, vpn
+from cvmc.gridmodel import (
+    addressing,
+    backfill,
+    catalogue,
+    jobpolicy,
+    limits,
+    plan,
+    policy,
+    vpn,
+    wake,
+)
 
 Model = Mapping[str, Any]
 _HOST = re.compile(r"\A[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\Z")
@@ -49,6 +59,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "bandwidth_default_class",
     "vm_types",
     "backfill",
+    "wake_on_lan",
     "policy",
     "job_policy",
     "host_memory_reserve_mb",
@@ -439,8 +450,8 @@ def check_desktops(model: Model) -> list[str]:
 def check_coordinator(model: Model) -> list[str]:
     """What the coordinator's grid file and every agent carry: the grid's name, the
     coordinator's URL (HTTPS only; agents send credentials to it), whether image URLs may
-    be plain http (``limits.image_url``'s switch, a lab's only), and the enrolment tokens'
-    lifetime and restore watermark."""
+    be plain http (``limits.image_url``'s switch, a lab's only), the enrolment tokens'
+    lifetime and restore watermark, and Wake-on-LAN (``cvmc.gridmodel.wake``)."""
     problems = _problem(lambda: limits.grid_name(model["name"]))
     problems += _problem(
         lambda: limits.flag(model["images_allow_insecure_http"], name=limits.INSECURE_HTTP_VARIABLE)
@@ -448,6 +459,7 @@ def check_coordinator(model: Model) -> list[str]:
     problems += _problem(lambda: limits.coordinator_url(model["coordinator_url"]))
     for key in ("coordinator_enrol_token_ttl_s", "coordinator_enrol_tokens_not_before"):
         problems += _problem(functools.partial(limits.setting, model[key], "grid_" + key))
+    problems += _problem(lambda: wake.parse_wake_on_lan(model["wake_on_lan"]))
     return problems
 
 
