@@ -311,9 +311,11 @@ def test_serve_refuses_an_unmigrated_database_or_a_readable_key(tmp_path: Path) 
     assert "enrolment.key_file" in result.stderr
 
 
-def test_migration_0005_keeps_leases_as_leases_for_real_demand(tmp_path: Path, db_url: str) -> None:
+def test_migration_0005_keeps_leases_for_real_demand_and_desktops_without_a_mac(
+    tmp_path: Path, db_url: str
+) -> None:
     """Leases written under revision 0004 survive the upgrade as leases for real demand (not
-    backfill): the trim still counts them as supply."""
+    backfill): the trim still counts them as supply. Desktops keep their rows."""
     desk = {"id": "d-1", "name": "desk01", "salt": bytes(32), "revoked": None}
     lease = (
         "INSERT INTO leases (id, desktop_id, vm_name, cpus, memory_mb, created_at, start_by, "
@@ -325,3 +327,6 @@ def test_migration_0005_keeps_leases_as_leases_for_real_demand(tmp_path: Path, d
         [("l-1", 0, False)],  # PostgreSQL
         [("l-1", 0, 0)],  # SQLite stores a boolean as 0 or 1
     )
+    # Wake-on-LAN: no MAC or address until the desktop's next heartbeat, and no wakes.
+    assert _query(db_url, "SELECT name, mac, address FROM desktops") == [("desk01", None, None)]
+    assert _query(db_url, "SELECT count(*) FROM wakes") == [(0,)]

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from cvmc.coordinator.domain.demand import Demand
 from cvmc.coordinator.domain.health import DeclineRecord, HardwareGroup
 from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
+from cvmc.coordinator.domain.wake import Wake
 
 __all__ = [
     "RECENT_DECLINES",
     "RECENT_S",
+    "WAKE_DELIVER_S",
     "AuthRecord",
     "CatalogueSource",
     "DashboardCounts",
@@ -95,6 +97,8 @@ class HeartbeatUpdate:
     memory_total_mb: int = 0
     hw_virt_held_by: str | None = None  # what holds VT-x/AMD-V (Hyper-V, VBS), if anything
     decline_details: Mapping[str, str] = field(default_factory=dict)  # lease id -> detail
+    mac: str | None = None  # the MAC it reports (Wake-on-LAN), checked
+    address: str | None = None  # the address the heartbeat came from, as the server saw it
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,9 @@ class DashboardCounts:
     #: ``running`` and ``departments`` count only leases for real demand.
     backfill: Mapping[str, int] = field(default_factory=dict)
 
+
+#: How long a waker's heartbeat replies carry a wake (Wake-on-LAN): a few heartbeats' worth.
+WAKE_DELIVER_S = 180.0
 
 #: The window of "recent" declines, in seconds.
 RECENT_S = 3600.0
@@ -261,10 +268,18 @@ class Store(ABC):
         now: float,
         sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         keep_history_s: float,
+        *,
         usage: Mapping[tuple[str, str], float] | None = None,
+        wakes: Sequence[Wake] = (),
     ) -> None:
         """Write the round's leases and sample, add ``usage`` (core-seconds by department and
-        VM type) to the totals, and drop history older than ``keep_history_s``."""
+        VM type) to the totals, record the round's ``wakes`` (Wake-on-LAN; one row per
+        sleeper, the newest), and drop history older than ``keep_history_s`` and wakes older
+        than ``WAKE_DELIVER_S``."""
+
+    @abstractmethod
+    def wakes_for(self, desktop_ids: Sequence[str], since: float) -> dict[str, list[str]]:
+        """The MAC addresses each of ``desktop_ids`` is asked to wake (wakes since ``since``)."""
 
     @abstractmethod
     def counts(self, now: float, offline_after_s: float) -> DashboardCounts: ...

@@ -29,6 +29,7 @@ __all__ = [
     "revocations",
     "samples",
     "usage",
+    "wakes",
 ]
 
 metadata = MetaData()
@@ -61,6 +62,9 @@ desktops = Table(
     Column("policy", String(300), nullable=False, default=""),
     Column("memory_total_mb", Integer, nullable=False, default=0, server_default="0"),
     Column("hw_virt_held_by", String(300), nullable=True),  # what holds VT-x (Hyper-V, VBS)
+    # Wake-on-LAN: the MAC it reports, and the address its heartbeats come from (server-seen).
+    Column("mac", String(17), nullable=True),
+    Column("address", String(45), nullable=True),
 )
 
 #: Every (desktop, token generation) ever accepted: a token works once.
@@ -140,4 +144,16 @@ usage = Table(
     Column("department", String(64), primary_key=True),
     Column("vm_name", String(63), primary_key=True),
     Column("core_seconds", Float, nullable=False),
+)
+
+#: Wake-on-LAN (grid_wake_on_lan): a sleeping desktop that a round asked ``waker_id`` (an awake
+#: desktop on its subnet) to wake; the waker's heartbeat replies carry ``mac`` for a while.
+wakes = Table(
+    "wakes",
+    metadata,
+    Column("sleeper_id", String(64), primary_key=True),
+    Column("waker_id", String(64), nullable=False),
+    Column("mac", String(17), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_wakes_waker_id", "waker_id"),
 )

@@ -62,11 +62,14 @@ from cvmc.coordinator.adapters.schema import (
     samples,
     usage,
 )
+from cvmc.coordinator.adapters.schema import wakes as wake_rows
 from cvmc.coordinator.domain.health import HardwareGroup
 from cvmc.coordinator.domain.leases import Allocation, DesktopView, LeaseView
+from cvmc.coordinator.domain.wake import Wake
 from cvmc.coordinator.ports import (
     RECENT_DECLINES,
     RECENT_S,
+    WAKE_DELIVER_S,
     AuthRecord,
     DashboardCounts,
     DeclineRecord,
@@ -109,6 +112,8 @@ _STATE_COLUMNS = (
     "policy",
     "memory_total_mb",
     "hw_virt_held_by",
+    "mac",
+    "address",
 )
 #: SQLite: the row update and the lease read, as SQL for the driver itself (sqlite3's named
 #: parameters). A heartbeat is the one hot path; SQLAlchemy's statement execution was about a
@@ -140,6 +145,7 @@ _ACCEPT_PG = (
     "memory_free_mb = %(b_memory_free_mb)s, max_vms = %(b_max_vms)s, "
     "busy_slots = %(b_busy_slots)s, policy = %(b_policy)s, "
     "memory_total_mb = %(b_memory_total_mb)s, hw_virt_held_by = %(b_hw_virt_held_by)s, "
+    "mac = %(b_mac)s, address = %(b_address)s, "
     "unleased_vms = (SELECT count(*) FROM "
     "unnest(CAST(%(b_busy)s AS text[])) AS b(lease_id) WHERE b.lease_id IS NULL OR NOT EXISTS "
     "(SELECT 1 FROM leases AS o WHERE o.id = b.lease_id AND o.desktop_id = %(b_id)s)) "
@@ -221,6 +227,8 @@ def _row_values(
         "b_policy": update_.policy,
         "b_memory_total_mb": update_.memory_total_mb,
         "b_hw_virt_held_by": update_.hw_virt_held_by,
+        "b_mac": update_.mac,
+        "b_address": update_.address,
     }
 
 
@@ -709,6 +717,8 @@ class SqlStore(Store):
                     desktops.c.revoked_at,
                     desktops.c.unleased_vms,
                     desktops.c.name,
+                    desktops.c.address,
+                    desktops.c.mac,
                 )
             ).all()
             cutoff = now - offline_after_s
@@ -724,6 +734,9 @@ class SqlStore(Store):
                     revoked is not None,
                     unleased,
                     desk_name,
+                    address,
+                    mac,
+                    seen,
                 )
                 for (
                     desk_id,
@@ -736,6 +749,8 @@ class SqlStore(Store):
                     revoked,
                     unleased,
                     desk_name,
+                    address,
+                    mac,
                 ) in rows
             ]
             current = [_lease(row) for row in conn.execute(select(leases))]
@@ -753,7 +768,9 @@ class SqlStore(Store):
         now: float,
         sample: tuple[Mapping[str, int], Mapping[str, int], Mapping[str, int]],
         keep_history_s: float,
+        *,
         usage: Mapping[tuple[str, str], float] | None = None,
+        wakes: Sequence[Wake] = (),
     ) -> None:
         with self._write_round() as conn:
             if allocation.revoked:
@@ -792,6 +809,35 @@ class SqlStore(Store):
             )
             for (department, vm_name), seconds in sorted((usage or {}).items()):
                 self._add_usage(conn, department, vm_name, seconds)
+            conn.execute(delete(wake_rows).where(wake_rows.c.at < now - WAKE_DELIVER_S))
+            if wakes:
+                sleepers = [w.sleeper_id for w in wakes]
+                conn.execute(delete(wake_rows).where(wake_rows.c.sleeper_id.in_(sleepers)))
+                conn.execute(
+                    insert(wake_rows),
+                    [
+                        {
+                            "sleeper_id": w.sleeper_id,
+                            "waker_id": w.waker_id,
+                            "mac": w.mac,
+                            "at": now,
+                        }
+                        for w in wakes
+                    ],
+                )
+
+    def wakes_for(self, desktop_ids: Sequence[str], since: float) -> dict[str, list[str]]:
+        if not desktop_ids:
+            return {}
+        found: dict[str, list[str]] = {}
+        with self._read() as conn:
+            for waker, mac in conn.execute(
+                select(wake_rows.c.waker_id, wake_rows.c.mac)
+                .where(wake_rows.c.waker_id.in_(list(desktop_ids)), wake_rows.c.at >= since)
+                .order_by(wake_rows.c.waker_id, wake_rows.c.mac)
+            ):
+                found.setdefault(waker, []).append(mac)
+        return found
 
     @staticmethod
     def _add_usage(conn: Connection, department: str, vm_name: str, seconds: float) -> None:

@@ -79,6 +79,8 @@ async def _body(request: Request, limit: int) -> bytes:
 
 #: Heartbeats written in one batch at most.
 _BATCH = 256
+#: A written heartbeat: its result, when, and the MAC addresses its desktop is asked to wake.
+_Written = tuple[HeartbeatResult, float, list[str]]
 
 
 class _HeartbeatBatcher:
@@ -86,23 +88,27 @@ class _HeartbeatBatcher:
 
     def __init__(self, coordinator: Coordinator) -> None:
         self._coordinator = coordinator
-        self._pending: list[tuple[HeartbeatItem, asyncio.Future[tuple[HeartbeatResult, float]]]]
+        self._pending: list[tuple[HeartbeatItem, asyncio.Future[_Written]]]
         self._pending = []
         self._draining: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heartbeats")
 
-    async def heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> dict[str, Any]:
+    async def heartbeat(
+        self, headers: Mapping[str, str], path: str, body: bytes, address: str | None
+    ) -> dict[str, Any]:
         coordinator = self._coordinator
         if coordinator.knows(headers):
-            item = coordinator.accept_heartbeat(headers, path, body)
+            item = coordinator.accept_heartbeat(headers, path, body, address)
         else:  # the desktop's first request since the start: the database checks it
-            item = await run_in_threadpool(coordinator.accept_heartbeat, headers, path, body)
-        result, now = await self._submit(item)
-        return coordinator.heartbeat_result(item, result, now)
+            item = await run_in_threadpool(
+                coordinator.accept_heartbeat, headers, path, body, address
+            )
+        result, now, wake = await self._submit(item)
+        return coordinator.heartbeat_result(item, result, now, wake)
 
-    async def _submit(self, item: HeartbeatItem) -> tuple[HeartbeatResult, float]:
+    async def _submit(self, item: HeartbeatItem) -> _Written:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[HeartbeatResult, float]] = loop.create_future()
+        future: asyncio.Future[_Written] = loop.create_future()
         self._pending.append((item, future))
         if self._draining is None:
             self._draining = loop.create_task(self._drain())
@@ -110,16 +116,14 @@ class _HeartbeatBatcher:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        store = self._coordinator.store
-        backoff = self._coordinator.config.leases.decline_backoff_s
         try:
             while self._pending:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 now = self._coordinator.clock()
                 items = [item for item, _ in batch]
                 try:
-                    results = await loop.run_in_executor(
-                        self._executor, store.heartbeats, items, now, backoff
+                    results, wakes = await loop.run_in_executor(
+                        self._executor, self._coordinator.store_heartbeats, items, now
                     )
                 except Exception as exc:
                     log.warning("heartbeats: a batch of %d failed: %s", len(batch), exc)
@@ -129,9 +133,9 @@ class _HeartbeatBatcher:
                                 ApiError("unavailable", "the database did not take the heartbeat")
                             )
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
+                for (item, future), result in zip(batch, results, strict=True):
                     if not future.done():
-                        future.set_result((result, now))
+                        future.set_result((result, now, wakes.get(item.desktop_id, [])))
         finally:
             self._draining = None
 
@@ -295,9 +299,16 @@ def create_app(coordinator: Coordinator, *, rounds: ProcessRounds | None = None)
 
     async def heartbeat(request: Request) -> Response:
         body = await _body(request, limit)
+        # The client address (nginx's X-Forwarded-For, from the loopback proxy): Wake-on-LAN
+        # finds a sleeping desktop's neighbours by the address the server saw, not a claim.
+        address = request.client.host if request.client is not None else None
         if batcher is None:  # an embedded database: a heartbeat is ~0.3 ms of work, no thread hop
-            return JSONResponse(coordinator.heartbeat(request.headers, request.url.path, body))
-        return JSONResponse(await batcher.heartbeat(request.headers, request.url.path, body))
+            return JSONResponse(
+                coordinator.heartbeat(request.headers, request.url.path, body, address)
+            )
+        return JSONResponse(
+            await batcher.heartbeat(request.headers, request.url.path, body, address)
+        )
 
     async def images(request: Request) -> Response:
         body = await _body(request, limit)

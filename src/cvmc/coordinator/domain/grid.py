@@ -2,7 +2,7 @@
 
 ``{"name", "vm_types", "max_vms_per_desktop", "require_hw_virtualization",
 "enrol_tokens_not_before", "vpn_layout", "backfill",
-"desktops": [{"name", "index", "department"}]}``.
+"wake_on_lan", "desktops": [{"name", "index", "department"}]}``.
 ``vpn_layout`` (``grid_plan.layout``, optional) lets the coordinator name the desktop and slot of
 a VM by its tunnel address (``cvmc.gridmodel.addressing.slot_of_address``). Everything in it
 but the desktops' departments comes from the grid model, and is checked by the grid model's
@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cvmc.gridmodel import catalogue, limits
+from cvmc.gridmodel import catalogue, limits, wake
 from cvmc.gridmodel.addressing import desktop_id, plan_capacity, slot_resolver
 from cvmc.gridmodel.backfill import OFF, Backfill, parse_backfill
 from cvmc.gridmodel.catalogue import VmType
@@ -65,6 +65,8 @@ class GridFile:
     vpn_layout: tuple[Mapping[str, object], ...] = ()
     #: grid_backfill: the type desktops with no lease for real demand run (off by default).
     backfill: Backfill = OFF
+    #: grid_wake_on_lan: waking sleeping desktops when demand exceeds supply (off by default).
+    wake_on_lan: wake.WakeOnLan = wake.OFF
 
     def vm_slot(self, address: str) -> tuple[str, int] | None:
         """(desktop id, slot) of the registered desktop's VM whose tunnel address is
@@ -130,6 +132,8 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
             vm_types=[t.name for t in vm_types],
             max_vms_per_desktop=max_vms,
         )
+        # roles/grid_coordinator renders it from grid_wake_on_lan; absent: off.
+        wake_on_lan = wake.parse_wake_on_lan(raw.get("wake_on_lan", {}))
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     desktops = _parse_desktops(raw.get("desktops"), name)
@@ -142,6 +146,7 @@ def parse_grid(raw: object, *, name: str = "grid file") -> GridFile:
         not_before,
         tuple(dict(item) for item in layout),
         backfill,
+        wake_on_lan,
     )
 
 

@@ -54,6 +54,10 @@ class DesktopView:
     revoked: bool = False
     unleased_vms: int = 0  # busy slots without a lease of ours (they will be vacated)
     name: str = ""  # the registered name (desktop_id), which VMs' tunnel addresses map to
+    # Wake-on-LAN (domain.wake): the address its heartbeats came from, its MAC, when last heard.
+    address: str | None = None
+    mac: str | None = None
+    last_seen: float | None = None
 
 
 @dataclass(frozen=True)

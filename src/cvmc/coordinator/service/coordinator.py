@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import logging
 import re
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,8 +48,10 @@ from cvmc.coordinator.domain.leases import (
     claimed_leases,
     real_leases,
 )
+from cvmc.coordinator.domain.wake import WAKE_RETRY_S, Wake, plan_wakes
 from cvmc.coordinator.ports import (
     RECENT_S,
+    WAKE_DELIVER_S,
     CatalogueSource,
     DashboardCounts,
     DemandSource,
@@ -67,6 +70,7 @@ from cvmc.coordinator.ports import (
     VmTokenSource,
 )
 from cvmc.gridmodel.enrolment import check_enrol_token
+from cvmc.gridmodel.wake import parse_mac
 from cvmc.protocol import (
     DECLINE_REASONS,
     ENROL_REQUEST_SCHEMA,
@@ -76,6 +80,7 @@ from cvmc.protocol import (
     loads_json,
     values,
 )
+from cvmc.protocol.wake import MAX_WAKE
 
 __all__ = ["ApiError", "Coordinator", "MetricFamily", "MetricKind", "RoundReport"]
 
@@ -164,6 +169,9 @@ class Metrics:
     declined: Counter[str] = field(default_factory=Counter)  # by reason, accepted heartbeats
     #: Leased VMs that run a job (the schedd's running jobs name them), by VM type, last round.
     with_jobs: dict[str, int] = field(default_factory=dict)
+    #: Wake-on-LAN: sleeping desktops the rounds asked to wake; wakes sent in replies here.
+    wakes: int = 0
+    wakes_sent: int = 0
 
 
 MetricKind = Literal["gauge", "counter"]
@@ -197,6 +205,7 @@ class RoundReport:
     leader: bool = True
     with_jobs: dict[str, int] = field(default_factory=dict)
     demand_health: DemandHealth = field(default_factory=DemandHealth)
+    wakes: int = 0
 
 
 class Coordinator:
@@ -242,6 +251,8 @@ class Coordinator:
         self._enrol_schema = _validator(ENROL_REQUEST_SCHEMA)
         self._heartbeat_schema = _validator(HEARTBEAT_SCHEMA)
         self._types = list(grid.vm_types)
+        #: Wake-on-LAN: when each sleeping desktop was last asked to be woken (this leader's).
+        self._asked: dict[str, float] = {}
         #: grid_backfill's VM type (None: off), and its most leases on one desktop.
         self._backfill = grid.vm_type(grid.backfill.vm_type) if grid.backfill.enabled else None
         # Credentials of desktops that authenticated before (a desktop id's salt never changes;
@@ -378,49 +389,85 @@ class Coordinator:
 
     # -- heartbeat ------------------------------------------------------------------------
 
-    def heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> dict[str, Any]:
-        """Authenticate, validate and apply one heartbeat; the reply body."""
-        item = self.accept_heartbeat(headers, path, body)
+    def heartbeat(
+        self, headers: Mapping[str, str], path: str, body: bytes, address: str | None = None
+    ) -> dict[str, Any]:
+        """Authenticate, validate and apply one heartbeat; the reply body. ``address``: the
+        client address the request came from (the web adapter's), kept for Wake-on-LAN."""
+        item = self.accept_heartbeat(headers, path, body, address)
         now = self.clock()
         with self._accepting(item.desktop_id, item.seq):
             current = self.store.heartbeat(
                 item.desktop_id, item.seq, now, item.update, self.config.leases.decline_backoff_s
             )
         self._count_declines(item.update)
-        return self.heartbeat_reply(current, now)
+        wake = self.pending_wakes([item.desktop_id], now).get(item.desktop_id, [])
+        return self.heartbeat_reply(current, now, wake)
+
+    def store_heartbeats(
+        self, items: Sequence[HeartbeatItem], now: float
+    ) -> tuple[list[HeartbeatResult], dict[str, list[str]]]:
+        """A batch of heartbeats written at once (``Store.heartbeats``), and the wakes their
+        desktops are asked to send (one more query for the batch, with Wake-on-LAN on)."""
+        results = self.store.heartbeats(items, now, self.config.leases.decline_backoff_s)
+        return results, self.pending_wakes([item.desktop_id for item in items], now)
+
+    def pending_wakes(self, desktop_ids: Sequence[str], now: float) -> dict[str, list[str]]:
+        """The MAC addresses each desktop is asked to wake (``grid_wake_on_lan``; {} when off).
+        A failure to read them costs the wake, never the heartbeat."""
+        if not self.grid.wake_on_lan.enabled:
+            return {}
+        try:
+            found = self.store.wakes_for(desktop_ids, now - WAKE_DELIVER_S)
+        except Exception as exc:
+            log.warning("wake-on-lan: wakes not read: %s", exc)
+            return {}
+        self.metrics.wakes_sent += sum(len(macs[:MAX_WAKE]) for macs in found.values())
+        return {desk: macs[:MAX_WAKE] for desk, macs in found.items()}
 
     def _count_declines(self, update: HeartbeatUpdate) -> None:
         for _, reason in update.declined:
             self.metrics.declined[reason] += 1
 
-    def accept_heartbeat(self, headers: Mapping[str, str], path: str, body: bytes) -> HeartbeatItem:
+    def accept_heartbeat(
+        self, headers: Mapping[str, str], path: str, body: bytes, address: str | None = None
+    ) -> HeartbeatItem:
         """The checks before any write: signature (and, the first time, the database's
         revocation and sequence), JSON, schema. ``ApiError`` if one fails."""
         desktop_id, seq = self.authenticate("POST", path, headers, body)
         payload = _json(body, "heartbeat")
         payload = _check(self._heartbeat_schema, payload, "heartbeat")
         assert isinstance(payload, dict)
-        return HeartbeatItem(desktop_id, seq, _update(payload))
+        return HeartbeatItem(desktop_id, seq, _update(payload, _address(address)))
 
     def heartbeat_result(
-        self, item: HeartbeatItem, result: HeartbeatResult, now: float
+        self,
+        item: HeartbeatItem,
+        result: HeartbeatResult,
+        now: float,
+        wake: Sequence[str] = (),
     ) -> dict[str, Any]:
         """The reply to a heartbeat that went through ``Store.heartbeats``; its refusal as
         the documented error."""
         if isinstance(result, list):
             self._count_declines(item.update)
-            return self.heartbeat_reply(result, now)
+            return self.heartbeat_reply(result, now, wake)
         with self._accepting(item.desktop_id, item.seq):
             raise result
         raise AssertionError("unreachable")  # pragma: no cover - _accepting always raises
 
-    def heartbeat_reply(self, current: list[LeaseView], now: float) -> dict[str, Any]:
+    def heartbeat_reply(
+        self, current: list[LeaseView], now: float, wake: Sequence[str] = ()
+    ) -> dict[str, Any]:
         leases = [self._lease_json(lease, now) for lease in current]
-        return {
+        reply: dict[str, Any] = {
             "server_time": _iso(now),
             "heartbeat_s": self.config.leases.heartbeat_s,
             "leases": [lease for lease in leases if lease is not None],
         }
+        if wake:
+            reply["wake"] = list(wake[:MAX_WAKE])
+        return reply
 
     def _lease_json(self, lease: LeaseView, now: float) -> dict[str, Any] | None:
         """The lease as the reply lists it; ``None`` leaves out an offered lease whose VM
@@ -567,7 +614,8 @@ class Coordinator:
                 now,
                 (demand, {t.name: supply[t.name] for t in self._types}, dict(running)),
                 self.config.leases.history_s,
-                self._usage(kept, desktops, now),
+                usage=self._usage(kept, desktops, now),
+                wakes=self._wakes(desktops, demand, supply, now),
             )
         self.counts = self.store.counts(now, self.config.leases.offline_after_s)
         self.metrics.rounds += 1
@@ -580,6 +628,38 @@ class Coordinator:
                 "allocation: %d new lease(s), %d revoked", len(result.new), len(result.revoked)
             )
         return result
+
+    def _wakes(
+        self,
+        desktops: list[DesktopView],
+        demand: Mapping[str, int],
+        supply: Mapping[str, int],
+        now: float,
+    ) -> list[Wake]:
+        """Wake-on-LAN (``domain.wake``): sleeping desktops to wake when the round left demand
+        unmet, each with an awake desktop on its subnet to send the magic packet."""
+        settings = self.grid.wake_on_lan
+        if not settings.enabled:
+            return []
+        unmet = sum(max(count - supply.get(name, 0), 0) for name, count in demand.items())
+        wakes = plan_wakes(
+            desktops,
+            unmet=unmet,
+            settings=settings,
+            max_vms_per_desktop=self.grid.max_vms_per_desktop,
+            asked=self._asked,
+            now=now,
+            require_hw_virt=self.grid.require_hw_virtualization,
+        )
+        for wake in wakes:
+            self._asked[wake.sleeper_id] = now
+        for sleeper, at in list(self._asked.items()):
+            if now - at >= WAKE_RETRY_S:
+                del self._asked[sleeper]
+        self.metrics.wakes += len(wakes)
+        if wakes:
+            log.info("wake-on-lan: %d sleeping desktop(s) asked to wake", len(wakes))
+        return wakes
 
     def _usage(
         self, kept: list[LeaseView], desktops: list[DesktopView], now: float
@@ -612,6 +692,7 @@ class Coordinator:
             leader=self.leader,
             with_jobs=dict(self.metrics.with_jobs),
             demand_health=self.demand_health(),
+            wakes=self.metrics.wakes,
         )
 
     def absorb(self, report: RoundReport) -> None:
@@ -625,6 +706,7 @@ class Coordinator:
         self.metrics.granted = report.granted
         self.metrics.revoked = Counter(report.revoked)
         self.metrics.with_jobs = dict(report.with_jobs)
+        self.metrics.wakes = report.wakes
         self.leader = report.leader
         health = report.demand_health
         self.demand_at = health.read_at if health.read_at is not None else float("-inf")
@@ -880,6 +962,19 @@ class Coordinator:
             "cvmc_leases_granted_total", "counter", "Leases granted.", [((), self.metrics.granted)]
         )
         family(
+            "cvmc_wakes_requested_total",
+            "counter",
+            "Sleeping desktops the allocation rounds asked an awake neighbour to wake "
+            "(grid_wake_on_lan).",
+            [((), self.metrics.wakes)],
+        )
+        family(
+            "cvmc_wakes_sent_total",
+            "counter",
+            "Wake requests this process put in heartbeat replies (a wake rides a few replies).",
+            [((), self.metrics.wakes_sent)],
+        )
+        family(
             "cvmc_leases_revoked_total",
             "counter",
             "Leases revoked, by reason.",
@@ -1049,7 +1144,18 @@ def _desktop_json(record: DesktopRecord) -> dict[str, Any]:
     }
 
 
-def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
+def _address(address: str | None) -> str | None:
+    """The client address as an IP address (IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def _update(payload: Mapping[str, Any], address: str | None = None) -> HeartbeatUpdate:
     state = payload["state"]
     resources = payload["resources"]
     slots = payload["slots"]
@@ -1072,4 +1178,6 @@ def _update(payload: Mapping[str, Any]) -> HeartbeatUpdate:
         memory_total_mb=resources["memory_total_mb"],
         hw_virt_held_by=resources.get("hw_virt_held_by"),
         decline_details={item["lease_id"]: item.get("detail", "") for item in payload["declined"]},
+        mac=parse_mac(resources.get("mac")),
+        address=address,
     )
