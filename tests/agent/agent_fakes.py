@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from cvmc.agent.ports import (
     SlotIdentity,
     StoredImage,
     VmSpec,
+    Waker,
 )
 from cvmc.agent.service.agent import Agent, InlineExecutor
 from cvmc.protocol import CatalogueEntry, Manifest, parse_manifest
@@ -287,6 +288,7 @@ class FakeCoordinator(CoordinatorClient):
         self.reachable = True
         self.heartbeats: list[Mapping[str, Any]] = []
         self.heartbeat_s = 60
+        self.wake: object = None  # the replies' wake list (grid_wake_on_lan), when set
         self.catalogue_entries = [
             {
                 "vm_name": t.name,
@@ -301,11 +303,14 @@ class FakeCoordinator(CoordinatorClient):
         if not self.reachable:
             raise CoordinatorError("unavailable", "connection refused (fake)")
         self.heartbeats.append(body)
-        return {
+        reply: dict[str, Any] = {
             "server_time": "2026-11-23T00:00:00Z",
             "heartbeat_s": self.heartbeat_s,
             "leases": list(self.leases),
         }
+        if self.wake is not None:
+            reply["wake"] = self.wake
+        return reply
 
     def catalogue(self) -> Mapping[str, Any]:
         if not self.reachable:
@@ -378,6 +383,22 @@ class FakeIdentities(Identities):
         return SlotIdentity(files=identity_files(slot), condor_token=self.static_token)
 
 
+class FakeWaker(Waker):
+    """A fixed MAC address; records the magic packets asked for (the real sender is
+    tests/agent/unit/test_agent_wake.py's)."""
+
+    def __init__(self, mac: str | None = "52:54:00:12:34:56") -> None:
+        self.own = mac
+        self.woken: list[str] = []
+
+    def mac(self) -> str | None:
+        return self.own
+
+    def wake(self, macs: Sequence[str]) -> int:
+        self.woken.extend(macs)
+        return len(macs)
+
+
 class FakeInhibitor(SleepInhibitor):
     """Records what the agent holds; ``refuse`` plays a platform that says no."""
 
@@ -414,6 +435,7 @@ class World:
     identities: FakeIdentities
     statuses: list[dict[str, Any]] = field(default_factory=list)
     inhibitor: FakeInhibitor = field(default_factory=FakeInhibitor)
+    waker: FakeWaker = field(default_factory=FakeWaker)
 
     def run_for(self, seconds: float) -> None:
         """Tick the agent until ``seconds`` of fake time have passed."""
@@ -479,6 +501,7 @@ def make_world(start: dt.datetime, config: AgentConfig | None = None, **agent: A
     }
     statuses: list[dict[str, Any]] = []
     inhibitor = FakeInhibitor()
+    waker = FakeWaker()
     the_agent = Agent(
         config,
         desktop="lab-pc01",
@@ -487,6 +510,7 @@ def make_world(start: dt.datetime, config: AgentConfig | None = None, **agent: A
         rand=lambda: 0.5,
         status_sink=statuses.append,
         inhibitor=inhibitor,
+        waker=waker,
         **parts,  # type: ignore[arg-type]
     )
     return World(
@@ -494,5 +518,6 @@ def make_world(start: dt.datetime, config: AgentConfig | None = None, **agent: A
         clock=clock,
         statuses=statuses,
         inhibitor=inhibitor,
+        waker=waker,
         **parts,  # type: ignore[arg-type]
     )

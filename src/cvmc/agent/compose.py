@@ -9,6 +9,7 @@ import socket
 import ssl
 import sys
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cvmc.agent.adapters.hostprobe import LinuxProbe, WindowsProbe
 from cvmc.agent.adapters.http_coordinator import AgentState, HttpCoordinator
@@ -21,6 +22,7 @@ from cvmc.agent.adapters.qemu import QemuDriver
 from cvmc.agent.adapters.resources import PsutilResources
 from cvmc.agent.adapters.system import DirIdentities, SystemClock, write_status
 from cvmc.agent.adapters.virtualbox import VirtualBoxDriver
+from cvmc.agent.adapters.wol import UdpWaker
 from cvmc.agent.domain.config import AgentConfig, ConfigError, parse_config
 from cvmc.agent.ports import HostProbe, Hypervisor, Sessions, SleepInhibitor
 from cvmc.agent.service.agent import Agent
@@ -88,6 +90,7 @@ class Components:
             ),
             status_sink=lambda status: write_status(status_path, status),
             inhibitor=sleep_inhibitor(),
+            waker=UdpWaker(urlsplit(config.coordinator_url).hostname or "localhost"),
         )
         self.store.in_use = agent.images_in_use
         return agent

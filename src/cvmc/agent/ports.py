@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "SlotIdentity",
     "StoredImage",
     "VmSpec",
+    "Waker",
 ]
 
 
@@ -105,6 +106,19 @@ class SleepInhibitor(ABC):
     @abstractmethod
     def release(self) -> None:
         """Let the desktop sleep again; idempotent."""
+
+
+class Waker(ABC):
+    """Wake-on-LAN (``grid_wake_on_lan``): this desktop's MAC address, and magic packets for
+    sleeping desktops on its subnet that the coordinator names."""
+
+    @abstractmethod
+    def mac(self) -> str | None:
+        """The MAC address of the interface that reaches the coordinator; None if unknown."""
+
+    @abstractmethod
+    def wake(self, macs: Sequence[str]) -> int:
+        """Send each a magic packet (UDP broadcast); the number sent. Never raises."""
 
 
 class HostProbe(ABC):

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cvmc.protocol.leases import Decline, Lease, parse_lease
+from cvmc.protocol.wake import parse_wake
 
 __all__ = ["HeartbeatReply", "parse_heartbeat_reply"]
 
@@ -21,6 +22,10 @@ class HeartbeatReply:
     heartbeat_s: float
     server_time: str
     problems: tuple[Decline, ...]  # leases that did not parse, to decline as malformed
+    #: MAC addresses of sleeping desktops to wake with a magic packet (grid_wake_on_lan).
+    wake: tuple[str, ...] = ()
+    #: Why the reply's wake list was dropped (malformed), or "": the leases still count.
+    wake_problem: str = ""
 
 
 def parse_heartbeat_reply(raw: object, received: float) -> HeartbeatReply:
@@ -54,6 +59,15 @@ def parse_heartbeat_reply(raw: object, received: float) -> HeartbeatReply:
             continue
         seen.add(lease.lease_id)
         leases.append(lease)
+    try:
+        wake, wake_problem = parse_wake(raw.get("wake")), ""
+    except ValueError as exc:
+        wake, wake_problem = (), str(exc)[:300]
     return HeartbeatReply(
-        tuple(leases), float(interval), str(raw.get("server_time", "")), tuple(problems)
+        tuple(leases),
+        float(interval),
+        str(raw.get("server_time", "")),
+        tuple(problems),
+        wake,
+        wake_problem,
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cvmc.gridmodel.wake import MAC_PATTERN
 from cvmc.protocol.api import ERROR_CODES
 from cvmc.protocol.images import CREATED_MAX_CHARS, DISK_FORMATS
 from cvmc.protocol.leases import CONDOR_TOKEN, DECLINE_REASONS, MAX_CONDOR_TOKEN
 from cvmc.protocol.values import MAX_SEQ, integer, text
+from cvmc.protocol.wake import MAX_WAKE
 
 __all__ = [
     "CATALOGUE_SCHEMA",
@@ -121,6 +123,14 @@ HEARTBEAT_SCHEMA: dict[str, Any] = {
                 "disk_free_mb": _COUNT,
                 "hw_virt": {"type": "boolean"},
                 "hw_virt_held_by": text(300, nullable=True),
+                "mac": {
+                    "description": (
+                        "The MAC address of the interface that reaches the coordinator, for "
+                        "Wake-on-LAN (grid_wake_on_lan); null when unknown"
+                    ),
+                    "type": ["string", "null"],
+                    "pattern": MAC_PATTERN,
+                },
                 "hypervisor": {"enum": ["qemu", "virtualbox"]},
                 "hypervisor_version": text(64),
             },
@@ -181,6 +191,15 @@ HEARTBEAT_REPLY_SCHEMA: dict[str, Any] = {
     "properties": {
         "server_time": {"type": "string", "format": "date-time"},
         "heartbeat_s": {"type": "number", "minimum": 5, "maximum": 3600},
+        "wake": {
+            "description": (
+                "MAC addresses of sleeping desktops on this desktop's subnet: send each a "
+                "Wake-on-LAN magic packet (grid_wake_on_lan)"
+            ),
+            "type": "array",
+            "maxItems": MAX_WAKE,
+            "items": {"type": "string", "pattern": MAC_PATTERN},
+        },
         "leases": {
             "type": "array",
             "items": {

@@ -22,7 +22,7 @@ import errno
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -49,6 +49,7 @@ from cvmc.agent.ports import (
     Sessions,
     SleepInhibitor,
     VmSpec,
+    Waker,
 )
 from cvmc.gridmodel.policy import counts_as_present
 from cvmc.protocol import Decline, Lease
@@ -69,6 +70,8 @@ T = TypeVar("T")
 S = SlotState
 CLOCK_JUMP_S = 60.0
 FAST_POLL_S = 0.2
+#: How often the MAC address a heartbeat reports is looked up again (Wake-on-LAN).
+MAC_CHECK_S = 600.0
 VM_CHECK_S = 10.0
 HW_VIRT_REFRESH_S = 600.0
 MAX_TICK_FAILURES = 10
@@ -177,6 +180,7 @@ class Agent:
         rand: Callable[[], float] = random.random,
         status_sink: Callable[[dict[str, Any]], None] | None = None,
         inhibitor: SleepInhibitor | None = None,
+        waker: Waker | None = None,
     ) -> None:
         self.config = config
         self.desktop = desktop
@@ -188,6 +192,9 @@ class Agent:
         self.status_sink = status_sink
         # grid_policy.keep_awake: held while any slot is busy, released when all are idle.
         self.inhibitor = inhibitor if config.policy.windows.keep_awake else None
+        # grid_wake_on_lan: this desktop's MAC in heartbeats, and magic packets on request.
+        self.waker = waker
+        self._mac: tuple[str | None, float] | None = None
         self.slots = [Slot(i) for i in range(config.policy.max_vms)]
         self.leases: tuple[Lease, ...] = ()
         self.verdict: Verdict | None = None
@@ -703,7 +710,23 @@ class Agent:
             if problem.lease_id not in self._handled:
                 self._decline(problem)
         self._next_hb = now + heartbeat.heartbeat_delay(reply.heartbeat_s, 0, 0, self.rand())
+        self._wake(reply.wake, reply.wake_problem)
         return True
+
+    def _wake(self, macs: Sequence[str], problem: str) -> None:
+        """Send the magic packets the coordinator asked for (``grid_wake_on_lan``)."""
+        if problem:
+            log_event(LOG, logging.WARNING, "wake.malformed", f"wake list ignored: {problem}")
+        if not macs or self.waker is None:
+            return
+        sent = self.waker.wake(macs)
+        log_event(
+            LOG,
+            logging.INFO,
+            "wake.sent",
+            f"magic packets for {sent} sleeping desktop(s) on this subnet",
+            macs=list(macs),
+        )
 
     def _send_heartbeat(self, now: float, wall: dt.datetime, host: HostState, v: Verdict) -> None:
         if self._hb is not None or now < self._next_hb:
@@ -733,7 +756,17 @@ class Agent:
             hypervisor=self.p.hypervisor.name,
             hypervisor_version=version,
             max_vms=self.config.policy.max_vms,
+            mac=self._own_mac(),
         )
+
+    def _own_mac(self) -> str | None:
+        """This desktop's MAC for Wake-on-LAN, looked up again every ``MAC_CHECK_S``."""
+        if self.waker is None:
+            return None
+        now = self.p.clock.monotonic()
+        if self._mac is None or now - self._mac[1] >= MAC_CHECK_S:
+            self._mac = (self.waker.mac(), now)
+        return self._mac[0]
 
     def images_in_use(self) -> set[str]:
         """Digests of the images behind busy slots (never evicted)."""
