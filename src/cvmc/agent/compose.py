@@ -141,7 +141,8 @@ def build(config: AgentConfig) -> Components:
     if sys.platform == "win32":  # pragma: no cover - Windows only
         from cvmc.agent.adapters.sessions_windows import WindowsSessions  # noqa: PLC0415
 
-        sessions, probe = WindowsSessions(), WindowsProbe()
+        sessions = WindowsSessions(idle=config.policy.windows.owner_idle_minutes > 0)
+        probe = WindowsProbe()
     else:
         from cvmc.agent.adapters.sessions_linux import LinuxSessions  # noqa: PLC0415
 

@@ -24,7 +24,14 @@ from cvmc.agent.adapters.keystore import CRYPTPROTECT_UI_FORBIDDEN, DataBlob, Dp
 from cvmc.agent.adapters.nocloud import IsoSeedFactory, build_iso
 from cvmc.agent.adapters.resources import PsutilResources
 from cvmc.agent.adapters.sessions_linux import UTMP_RECORD, LinuxSessions, parse_utmp
-from cvmc.agent.adapters.sessions_windows import WTS_SESSION_INFOW, WtsRecord, classify_wts
+from cvmc.agent.adapters.sessions_windows import (
+    WTS_SESSION_INFOW,
+    WTSINFOEX_LEVEL1_W,
+    WTSINFOEXW,
+    WtsRecord,
+    classify_wts,
+    idle_seconds,
+)
 from cvmc.agent.domain.seed import seed_files
 from cvmc.agent.ports import CoordinatorError, Session
 
@@ -169,12 +176,58 @@ def test_wts_counts_rdp_and_fast_user_switching() -> None:
     ]
 
 
+def test_wtsinfoex_matches_the_sdk_layout() -> None:
+    """wtsapi32.h: ULONG, WTS_CONNECTSTATE_CLASS and LONG, then WCHAR[33], WCHAR[21] and
+    WCHAR[18] (WINSTATIONNAME_LENGTH, USERNAME_LENGTH and DOMAIN_LENGTH, plus NUL), five
+    LARGE_INTEGERs on 8-byte boundaries, six DWORDs; WTSINFOEXW puts it after a DWORD Level,
+    in a union aligned to 8. Offsets worked out by hand from that declaration."""
+    level1 = WTSINFOEX_LEVEL1_W
+    assert (level1.WinStationName.offset, level1.UserName.offset) == (12, 78)
+    assert (level1.DomainName.offset, level1.LogonTime.offset) == (120, 160)
+    assert (level1.LastInputTime.offset, level1.CurrentTime.offset) == (184, 192)
+    assert (level1.IncomingBytes.offset, ctypes.sizeof(level1)) == (200, 224)
+    assert (WTSINFOEXW.Data.offset, ctypes.sizeof(WTSINFOEXW)) == (8, 232)
+
+
+def _info_ex(last: int, current: int, level: int = 1) -> bytes:
+    info = WTSINFOEXW()
+    info.Level = level
+    info.Data.WTSInfoExLevel1.SessionId = 1
+    info.Data.WTSInfoExLevel1.UserName[:5] = list("alice".encode("utf-16-le"))[::2]
+    info.Data.WTSInfoExLevel1.LastInputTime = last
+    info.Data.WTSInfoExLevel1.CurrentTime = current
+    return bytes(info)
+
+
+def test_wts_idle_time_is_current_minus_last_input_or_unknown() -> None:
+    """``grid_policy.owner_idle_minutes`` on Windows: FILETIME ticks of 100 ns; whatever
+    Windows does not say for sure is unknown (None), which counts the owner as present."""
+    now = 134_000_000_000_000_000  # a FILETIME in 2025
+    assert idle_seconds(_info_ex(now - 90 * 10**7, now)) == 90.0
+    assert idle_seconds(_info_ex(0, now)) is None  # no last input time (the console, on some)
+    assert idle_seconds(_info_ex(now + 10**7, now)) is None  # input after "now"
+    assert idle_seconds(_info_ex(now - 400 * 86400 * 10**7, now)) is None  # over a year
+    assert idle_seconds(_info_ex(now - 10**7, now, level=2)) is None  # another level
+    assert idle_seconds(_info_ex(now - 10**7, now)[:200]) is None  # short
+    assert idle_seconds(b"") is None
+    records = [
+        WtsRecord(1, "Console", 0, "alice", 0, idle_s=1800.0),
+        WtsRecord(3, "RDP-Tcp#0", 0, "carol", 2, idle_s=None),
+    ]
+    assert classify_wts(records) == [
+        Session("alice", "console", "active", idle_s=1800.0),
+        Session("carol", "rdp", "active", idle_s=None),
+    ]
+
+
 @pytest.mark.live
 @pytest.mark.skipif(sys.platform != "win32", reason="the WTS API exists only on Windows")
 def test_live_wts_sessions() -> None:  # pragma: no cover - Windows only
     from cvmc.agent.adapters.sessions_windows import WindowsSessions  # noqa: PLC0415
 
     assert all(isinstance(s, Session) for s in WindowsSessions().sessions())
+    idle = [s.idle_s for s in WindowsSessions(idle=True).sessions()]
+    assert all(value is None or value >= 0 for value in idle)
 
 
 # -- DPAPI, a contract test ------------------------------------------------------------------

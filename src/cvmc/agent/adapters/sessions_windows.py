@@ -7,6 +7,12 @@ gives the user name (``WTSUserName``) and the protocol (``WTSClientProtocolType`
 another account, and what an RDP user leaves after closing the window without logging off.
 Agents that look only at the active console session (the complaint of BOINC and
 Folding@home users) miss both.
+
+Idleness (``grid_policy.owner_idle_minutes``, opt-in) is ``WTSSessionInfoEx``'s: a
+``WTSINFOEXW`` of level 1 gives the session's ``LastInputTime`` and ``CurrentTime`` (FILETIME,
+100 ns units), and the session has been idle for their difference. Where Windows gives no last
+input time (0, which some versions report for the console), or the record is short or
+inconsistent, the idleness is unknown, and unknown counts as present: the seed's rule.
 """
 
 from __future__ import annotations
@@ -18,11 +24,27 @@ from typing import Any
 
 from cvmc.agent.ports import Session, Sessions
 
-__all__ = ["WTS_SESSION_INFOW", "WindowsSessions", "WtsRecord", "classify_wts"]
+__all__ = [
+    "WTSINFOEXW",
+    "WTS_SESSION_INFOW",
+    "WindowsSessions",
+    "WtsRecord",
+    "classify_wts",
+    "idle_seconds",
+]
 
 WTS_CURRENT_SERVER_HANDLE = 0
 WTS_USER_NAME = 5
 WTS_CLIENT_PROTOCOL_TYPE = 16
+WTS_SESSION_INFO_EX = 25
+# wtsapi32.h's string lengths (the arrays hold one more character, the terminating NUL).
+WINSTATIONNAME_LENGTH = 32
+USERNAME_LENGTH = 20
+DOMAIN_LENGTH = 17
+#: A FILETIME tick: 100 ns.
+_TICKS_PER_S = 10_000_000
+#: Idleness beyond this (a year) is taken as a bad record, not a fact.
+_MAX_IDLE_S = 366 * 86400
 STATES = {
     0: "active",
     1: "connected",
@@ -48,6 +70,58 @@ class WTS_SESSION_INFOW(ctypes.Structure):  # noqa: N801 - the Windows SDK's nam
     )
 
 
+class WTSINFOEX_LEVEL1_W(ctypes.Structure):  # noqa: N801 - the Windows SDK's name
+    """wtsapi32.h's ``WTSINFOEX_LEVEL1_W``."""
+
+    _fields_ = (
+        ("SessionId", ctypes.c_uint32),
+        ("SessionState", ctypes.c_int),
+        ("SessionFlags", ctypes.c_int32),
+        # WCHAR is a UTF-16 code unit (c_wchar would be 4 bytes where this is tested).
+        ("WinStationName", ctypes.c_uint16 * (WINSTATIONNAME_LENGTH + 1)),
+        ("UserName", ctypes.c_uint16 * (USERNAME_LENGTH + 1)),
+        ("DomainName", ctypes.c_uint16 * (DOMAIN_LENGTH + 1)),
+        ("LogonTime", ctypes.c_int64),
+        ("ConnectTime", ctypes.c_int64),
+        ("DisconnectTime", ctypes.c_int64),
+        ("LastInputTime", ctypes.c_int64),
+        ("CurrentTime", ctypes.c_int64),
+        ("IncomingBytes", ctypes.c_uint32),
+        ("OutgoingBytes", ctypes.c_uint32),
+        ("IncomingFrames", ctypes.c_uint32),
+        ("OutgoingFrames", ctypes.c_uint32),
+        ("IncomingCompressedBytes", ctypes.c_uint32),
+        ("OutgoingCompressedBytes", ctypes.c_uint32),
+    )
+
+
+class WTSINFOEX_LEVEL_W(ctypes.Union):  # noqa: N801 - the Windows SDK's name
+    _fields_ = (("WTSInfoExLevel1", WTSINFOEX_LEVEL1_W),)
+
+
+class WTSINFOEXW(ctypes.Structure):
+    """wtsapi32.h's ``WTSINFOEXW``: ``{DWORD Level; WTSINFOEX_LEVEL_W Data;}``."""
+
+    _fields_ = (("Level", ctypes.c_uint32), ("Data", WTSINFOEX_LEVEL_W))
+
+
+def idle_seconds(raw: bytes) -> float | None:
+    """Seconds since the session's last input, from a ``WTSSessionInfoEx`` answer; None when
+    Windows does not say (no last input time, a record of another level, a short or
+    inconsistent one)."""
+    if len(raw) < ctypes.sizeof(WTSINFOEXW):
+        return None
+    info = WTSINFOEXW.from_buffer_copy(raw[: ctypes.sizeof(WTSINFOEXW)])
+    if info.Level != 1:
+        return None
+    level1 = info.Data.WTSInfoExLevel1
+    last, current = level1.LastInputTime, level1.CurrentTime
+    if last <= 0 or current < last:
+        return None
+    idle = (current - last) / _TICKS_PER_S
+    return idle if idle <= _MAX_IDLE_S else None
+
+
 @dataclass(frozen=True)
 class WtsRecord:
     session_id: int
@@ -55,6 +129,7 @@ class WtsRecord:
     state: int
     user: str
     protocol: int
+    idle_s: float | None = None  # with owner_idle_minutes only; None: unknown
 
 
 def classify_wts(records: Iterable[WtsRecord]) -> list[Session]:
@@ -69,15 +144,20 @@ def classify_wts(records: Iterable[WtsRecord]) -> list[Session]:
             kind = "switched"
         else:
             kind = "console"
-        sessions.append(Session(user=rec.user, kind=kind, state=STATES.get(rec.state, "?")))
+        sessions.append(
+            Session(user=rec.user, kind=kind, state=STATES.get(rec.state, "?"), idle_s=rec.idle_s)
+        )
     return sessions
 
 
 class WindowsSessions(Sessions):
-    def __init__(self, wtsapi32: Any = None) -> None:  # noqa: ANN401 - a ctypes library
+    """``idle``: also read each user session's idleness (owner_idle_minutes > 0)."""
+
+    def __init__(self, wtsapi32: Any = None, *, idle: bool = False) -> None:  # noqa: ANN401 - a ctypes library
         if wtsapi32 is None:  # pragma: no cover - Windows only
             wtsapi32 = ctypes.windll.wtsapi32  # type: ignore[attr-defined,unused-ignore]
         self.wts = wtsapi32
+        self.idle = idle
 
     def _query(self, session_id: int, info_class: int) -> bytes:
         buffer = ctypes.c_void_p()
@@ -115,7 +195,10 @@ class WindowsSessions(Sessions):
             user = self._query(session_id, WTS_USER_NAME).decode("utf-16-le").rstrip("\0")
             raw = self._query(session_id, WTS_CLIENT_PROTOCOL_TYPE)
             protocol = int.from_bytes(raw[:2], "little") if len(raw) >= 2 else 0
-            records.append(WtsRecord(session_id, station, state, user, protocol))
+            idle = None
+            if self.idle and user:
+                idle = idle_seconds(self._query(session_id, WTS_SESSION_INFO_EX))
+            records.append(WtsRecord(session_id, station, state, user, protocol, idle))
         return records
 
     def sessions(self) -> list[Session]:
