@@ -119,6 +119,16 @@ def test_backfill_is_off_by_default_and_its_leases_go_when_it_is_turned_off() ->
     assert [(n.vm_name, n.backfill) for n in out.new] == [(TYPES[2].name, True)]
 
 
+def test_lowering_max_per_desktop_revokes_the_newest_extras() -> None:
+    held = [
+        lease("l-old", "d-1", SPARE.name, backfill=True),
+        replace(lease("l-new", "d-1", SPARE.name, backfill=True), created_at=NOW - 10),
+    ]
+    out = run([desk("d-1")], held, most=1)
+    assert (out.revoked, out.new) == ({"l-new": "backfill_off"}, [])
+    assert run([desk("d-1")], held, most=2).revoked == {}
+
+
 def test_the_trim_never_takes_backfill_for_supply() -> None:
     """No demand for the backfill type, yet its running backfill VMs stay; a real lease of
     that same type beside them is trimmed as usual."""

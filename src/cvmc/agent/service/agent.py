@@ -195,6 +195,7 @@ class Agent:
         # grid_wake_on_lan: this desktop's MAC in heartbeats, and magic packets on request.
         self.waker = waker
         self._mac: tuple[str | None, float] | None = None
+        self._mac_lookup: concurrent.futures.Future[str | None] | None = None
         self.slots = [Slot(i) for i in range(config.policy.max_vms)]
         self.leases: tuple[Lease, ...] = ()
         self.verdict: Verdict | None = None
@@ -760,13 +761,25 @@ class Agent:
         )
 
     def _own_mac(self) -> str | None:
-        """This desktop's MAC for Wake-on-LAN, looked up again every ``MAC_CHECK_S``."""
+        """This desktop's MAC for Wake-on-LAN: the last lookup's, looked up again every
+        ``MAC_CHECK_S`` on the executor (it resolves the coordinator's name: never on the
+        loop, which must see a logon within ``poll_s``)."""
         if self.waker is None:
             return None
         now = self.p.clock.monotonic()
-        if self._mac is None or now - self._mac[1] >= MAC_CHECK_S:
-            self._mac = (self.waker.mac(), now)
-        return self._mac[0]
+        pending = self._mac_lookup
+        if pending is not None and pending.done():
+            self._mac_lookup = None
+            try:
+                self._mac = (pending.result(), now)
+            except Exception:  # a lookup that failed: unknown until the next one
+                self._mac = (None, now)
+        if self._mac_lookup is None and (self._mac is None or now - self._mac[1] >= MAC_CHECK_S):
+            self._mac = (self._mac[0] if self._mac else None, now)
+            self._mac_lookup = self.executor.submit(self.waker.mac)
+            if self._mac_lookup.done():  # an inline executor (tests)
+                return self._own_mac()
+        return self._mac[0] if self._mac else None
 
     def images_in_use(self) -> set[str]:
         """Digests of the images behind busy slots (never evicted)."""

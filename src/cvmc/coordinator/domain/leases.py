@@ -20,7 +20,8 @@ Rules (docs/coordinator.md, "Lease algorithm"):
    eligibility as rule 3. Backfill leases are not supply: rule 2 never trims them, rule 3
    neither counts them in a department's load nor in a desktop's slots and memory, and a
    desktop rule 3 gives a lease loses its backfill leases in the same round (``preempted``).
-   When backfill is turned off or its type changes, its leases go (``backfill_off``).
+   When backfill is turned off or its type changes, its leases go, and so do a desktop's
+   backfill leases beyond ``max_per_desktop`` (``backfill_off``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,12 @@ def allocate(
     for desk_id in busy & spare_of.keys():  # real work and backfill never share a desktop
         for lease in spare_of.pop(desk_id):
             out.revoked[lease.id] = "preempted"
+    most = min(backfill_max, max_vms_per_desktop)
+    for held in spare_of.values():  # max_per_desktop lowered: the newest extras go
+        held.sort(key=lambda lease: (lease.created_at, lease.id))
+        for lease in held[most:]:
+            out.revoked[lease.id] = "backfill_off"
+        del held[most:]
     if backfill is not None:
         out.new.extend(
             _backfill(
@@ -172,7 +179,7 @@ def allocate(
                 busy=busy,
                 spare_of=spare_of,
                 blocked=blocked,
-                most=min(backfill_max, max_vms_per_desktop),
+                most=most,
                 require_hw_virt=require_hw_virt,
                 offer=lambda desk: _offer(new_id(), desk, backfill, now, ttl_s, backfill=True),
             )
