@@ -302,10 +302,20 @@ def test_real_demand_preempts_a_backfill_vm_at_once(
         text = console(log) if log.exists() else ""
         return f"cvmc-lab-pc01-slot0-{lease_id}" in text and "waiting for the power button" in text
 
+    def booted_or_not(lease_id: str) -> bool:
+        declined = [d for b in coordinator.heartbeats for d in b["declined"]]
+        assert not declined, f"a lease was declined: {declined}"
+        return agent.slots[0].lease is not None and agent.slots[0].lease.lease_id == lease_id
+
     caplog.set_level("INFO", logger="cvmc")
     thread.start()
     try:
-        wait_for(lambda: booted("b-1"), 180, "the backfill VM")
+        # The backfill VM runs (QEMU is up; its boot need not finish to be preempted).
+        wait_for(
+            lambda: agent.slots[0].state.value == "running" and booted_or_not("b-1"),
+            180,
+            "the backfill VM to run",
+        )
         coordinator.leases = [lab.lease("l-2", VM)]
         preempted = time.monotonic()
         wait_for(
