@@ -296,39 +296,31 @@ def test_real_demand_preempts_a_backfill_vm_at_once(
     thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     log = tmp_path / "state" / "qemu" / "vms" / "cvmc-slot0" / "console.log"
 
-    def booted(lease_id: str) -> bool:
+    def runs(lease_id: str) -> bool:
+        """The slot's VM runs ``lease_id`` (QEMU is up), and no lease was declined."""
         declined = [d for b in coordinator.heartbeats for d in b["declined"]]
         assert not declined, f"a lease was declined: {declined}"
+        slot = agent.slots[0]
+        return (
+            slot.state.value == "running"
+            and slot.lease is not None
+            and (slot.lease.lease_id == lease_id)
+        )
+
+    def booted(lease_id: str) -> bool:
         text = console(log) if log.exists() else ""
         return f"cvmc-lab-pc01-slot0-{lease_id}" in text and "waiting for the power button" in text
-
-    def booted_or_not(lease_id: str) -> bool:
-        declined = [d for b in coordinator.heartbeats for d in b["declined"]]
-        assert not declined, f"a lease was declined: {declined}"
-        return agent.slots[0].lease is not None and agent.slots[0].lease.lease_id == lease_id
 
     caplog.set_level("INFO", logger="cvmc")
     thread.start()
     try:
         # The backfill VM runs (QEMU is up; its boot need not finish to be preempted).
-        wait_for(
-            lambda: agent.slots[0].state.value == "running" and booted_or_not("b-1"),
-            180,
-            "the backfill VM to run",
-        )
+        wait_for(lambda: runs("b-1"), 180, "the backfill VM to run")
         coordinator.leases = [lab.lease("l-2", VM)]
         preempted = time.monotonic()
-        wait_for(
-            lambda: (
-                agent.slots[0].lease is not None
-                and agent.slots[0].lease.lease_id == "l-2"
-                and agent.slots[0].state.value == "running"
-            ),
-            120,
-            "the real lease's VM to start in the backfill VM's slot",
-        )
+        wait_for(lambda: runs("l-2"), 120, "the real lease's VM in the backfill VM's slot")
         latency = time.monotonic() - preempted  # printed: bench/backfill.py measures it
-        wait_for(lambda: booted("l-2"), 180, "the real lease's VM")
+        wait_for(lambda: runs("l-2") and booted("l-2"), 180, "the real lease's VM to boot")
         stops = [r.getMessage() for r in caplog.records if "slot 0: stopped" in r.getMessage()]
         assert stops == ["slot 0: stopped (backfill lease b-1 revoked; powered off at once)"]
         assert coordinator.errors == []

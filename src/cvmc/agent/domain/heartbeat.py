@@ -39,7 +39,6 @@ class DesktopFacts:
     hypervisor: str
     hypervisor_version: str
     max_vms: int
-    mac: str | None = None  # of the interface that reaches the coordinator (Wake-on-LAN)
 
 
 def build_heartbeat(
@@ -74,7 +73,6 @@ def build_heartbeat(
             "disk_free_mb": max(facts.disk_free_mb, 0),
             "hw_virt": host.hw_virt.usable,
             "hw_virt_held_by": host.hw_virt.held_by,
-            "mac": facts.mac,
             "hypervisor": facts.hypervisor,
             "hypervisor_version": facts.hypervisor_version[:64],
         },

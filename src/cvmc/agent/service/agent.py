@@ -22,7 +22,7 @@ import errno
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -195,7 +195,6 @@ class Agent:
         # grid_wake_on_lan: this desktop's MAC in heartbeats, and magic packets on request.
         self.waker = waker
         self._mac: tuple[str | None, float] | None = None
-        self._mac_lookup: concurrent.futures.Future[str | None] | None = None
         self.slots = [Slot(i) for i in range(config.policy.max_vms)]
         self.leases: tuple[Lease, ...] = ()
         self.verdict: Verdict | None = None
@@ -745,7 +744,7 @@ class Agent:
             now=now,
         )
         self._next_hb = float("inf")  # set again when the reply (or failure) arrives
-        self._hb = self.executor.submit(self.p.coordinator.heartbeat, body)
+        self._hb = self.executor.submit(self._beat, body)
 
     def _facts(self) -> heartbeat.DesktopFacts:
         try:
@@ -757,29 +756,18 @@ class Agent:
             hypervisor=self.p.hypervisor.name,
             hypervisor_version=version,
             max_vms=self.config.policy.max_vms,
-            mac=self._own_mac(),
         )
 
-    def _own_mac(self) -> str | None:
-        """This desktop's MAC for Wake-on-LAN: the last lookup's, looked up again every
-        ``MAC_CHECK_S`` on the executor (it resolves the coordinator's name: never on the
-        loop, which must see a logon within ``poll_s``)."""
-        if self.waker is None:
-            return None
-        now = self.p.clock.monotonic()
-        pending = self._mac_lookup
-        if pending is not None and pending.done():
-            self._mac_lookup = None
-            try:
-                self._mac = (pending.result(), now)
-            except Exception:  # a lookup that failed: unknown until the next one
-                self._mac = (None, now)
-        if self._mac_lookup is None and (self._mac is None or now - self._mac[1] >= MAC_CHECK_S):
-            self._mac = (self._mac[0] if self._mac else None, now)
-            self._mac_lookup = self.executor.submit(self.waker.mac)
-            if self._mac_lookup.done():  # an inline executor (tests)
-                return self._own_mac()
-        return self._mac[0] if self._mac else None
+    def _beat(self, body: dict[str, Any]) -> Mapping[str, Any]:
+        """One heartbeat, on the executor: with this desktop's MAC (Wake-on-LAN), looked up
+        here and not on the loop, since it resolves the coordinator's name; again every
+        ``MAC_CHECK_S`` (only one heartbeat is in flight at a time)."""
+        if self.waker is not None:
+            now = self.p.clock.monotonic()
+            if self._mac is None or now - self._mac[1] >= MAC_CHECK_S:
+                self._mac = (self.waker.mac(), now)
+            body["resources"]["mac"] = self._mac[0]
+        return self.p.coordinator.heartbeat(body)
 
     def images_in_use(self) -> set[str]:
         """Digests of the images behind busy slots (never evicted)."""

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from cvmc.coordinator.domain.grid import VmType
 
 __all__ = [
+    "LEASE_STATES",
     "Allocation",
     "DesktopView",
     "LeaseView",
@@ -75,7 +76,9 @@ class LeaseView:
     backfill: bool = False  # a backfill lease (rule 4): not supply, preempted by real demand
 
 
-_REVOKE_ORDER = {"offered": 0, "starting": 1, "running": 2}
+#: A lease's states, from the least advanced (the trim revokes in this order).
+LEASE_STATES: tuple[str, ...] = ("offered", "starting", "running")
+_REVOKE_ORDER = {state: rank for rank, state in enumerate(LEASE_STATES)}
 #: The rank of a running lease whose VM runs a job: revoked last.
 _CLAIMED = 3
 
@@ -273,10 +276,7 @@ def _backfill(
     for desk in desktops:
         if (
             desk.id in busy
-            or not desk.online
-            or desk.revoked
-            or not desk.may_start
-            or not (desk.hw_virt or not require_hw_virt)
+            or not _may_lease(desk, require_hw_virt)
             or (desk.id, vm.name) in blocked
         ):
             continue
@@ -288,6 +288,16 @@ def _backfill(
             room -= 1
             free -= vm.memory_mb
     return new
+
+
+def _may_lease(desk: DesktopView, require_hw_virt: bool) -> bool:
+    """Rules 3 and 4: online, not revoked, may start VMs, and VT-x where the policy wants it."""
+    return (
+        desk.online
+        and not desk.revoked
+        and desk.may_start
+        and (desk.hw_virt or not require_hw_virt)
+    )
 
 
 def _drop(
@@ -398,12 +408,7 @@ class _Filler:
             t.name: defaultdict(list) for t in types
         }
         for desk in desktops:
-            if (
-                desk.online
-                and not desk.revoked
-                and desk.may_start
-                and (desk.hw_virt or not require_hw_virt)
-            ):
+            if _may_lease(desk, require_hw_virt):
                 self.by_id[desk.id] = desk
                 self._push(desk)
 

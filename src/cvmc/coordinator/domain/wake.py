@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from cvmc.coordinator.domain.leases import DesktopView
 from cvmc.gridmodel.wake import WakeOnLan
 
-__all__ = ["WAKE_RETRY_S", "WAKE_WITHIN_S", "Wake", "plan_wakes"]
+__all__ = ["WAKE_RETRY_S", "WAKE_WITHIN_S", "Wake", "client_address", "plan_wakes"]
 
 #: A desktop not heard from for longer is taken as gone (unplugged, retired), not asleep.
 WAKE_WITHIN_S = 7 * 86400.0
@@ -40,14 +40,23 @@ class Wake:
     mac: str
 
 
-def _network(address: str | None, prefix: int) -> ipaddress.IPv4Network | None:
+def client_address(address: str | None) -> str | None:
+    """A client address as the store keeps it: an IP address, IPv4-mapped IPv6 as IPv4;
+    None for anything else (a test client's name, no address)."""
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        ip = ip.ipv4_mapped or ip  # an IPv4 peer seen on a dual-stack socket
-    if not isinstance(ip, ipaddress.IPv4Address):
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def _network(address: str | None, prefix: int) -> ipaddress.IPv4Network | None:
+    """The IPv4 network of ``prefix`` bits around a stored address; None for IPv6 (a magic
+    packet is an IPv4 broadcast) or no address."""
+    ip = client_address(address)
+    if ip is None or ":" in ip:
         return None
     return ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False)
 

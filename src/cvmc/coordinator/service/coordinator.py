@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ipaddress
 import logging
 import re
 import secrets
@@ -41,6 +40,7 @@ from cvmc.coordinator.domain.health import (
     why_not_running,
 )
 from cvmc.coordinator.domain.leases import (
+    LEASE_STATES,
     Allocation,
     DesktopView,
     LeaseView,
@@ -48,7 +48,7 @@ from cvmc.coordinator.domain.leases import (
     claimed_leases,
     real_leases,
 )
-from cvmc.coordinator.domain.wake import WAKE_RETRY_S, Wake, plan_wakes
+from cvmc.coordinator.domain.wake import WAKE_RETRY_S, Wake, client_address, plan_wakes
 from cvmc.coordinator.ports import (
     RECENT_S,
     WAKE_DELIVER_S,
@@ -438,7 +438,7 @@ class Coordinator:
         payload = _json(body, "heartbeat")
         payload = _check(self._heartbeat_schema, payload, "heartbeat")
         assert isinstance(payload, dict)
-        return HeartbeatItem(desktop_id, seq, _update(payload, _address(address)))
+        return HeartbeatItem(desktop_id, seq, _update(payload, client_address(address)))
 
     def heartbeat_result(
         self,
@@ -797,10 +797,7 @@ class Coordinator:
             "backfill": {
                 "vm_type": self.grid.backfill.vm_type or None,
                 "max_per_desktop": self.grid.backfill.max_per_desktop,
-                "leases": {
-                    state: counts.backfill.get(state, 0)
-                    for state in ("offered", "starting", "running")
-                },
+                "leases": {state: counts.backfill.get(state, 0) for state in LEASE_STATES},
             },
             "cannot_work": self.cannot_work(),
             "hw_virt_held_by": held_by_counts(counts.hardware),
@@ -913,7 +910,7 @@ class Coordinator:
             "gauge",
             "Backfill leases (grid_backfill) by state: offered, starting, running. They run "
             "when no job wants a desktop; real demand preempts them. Not in cvmc_leases.",
-            [((st,), self.counts.backfill.get(st, 0)) for st in ("offered", "starting", "running")],
+            [((st,), self.counts.backfill.get(st, 0)) for st in LEASE_STATES],
             ("state",),
         )
         family(
@@ -1142,17 +1139,6 @@ def _desktop_json(record: DesktopRecord) -> dict[str, Any]:
         "vms": [{"vm_name": name, "state": state} for name, state in record.vms],
         "recent_declines": record.declines,
     }
-
-
-def _address(address: str | None) -> str | None:
-    """The client address as an IP address (IPv4-mapped IPv6 as IPv4), or None."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
 
 
 def _update(payload: Mapping[str, Any], address: str | None = None) -> HeartbeatUpdate:
