@@ -10,9 +10,6 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # roles install, tests and benchmarks.
 PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) molecule/coordinator_ha/files \
 	$(wildcard roles/*/filter_plugins)
-# Molecule scenarios, in the order `make test` runs them. molecule/default is a stub that runs
-# nothing (molecule/default/molecule.yml says why it exists).
-SCENARIOS := $(filter-out default,$(sort $(notdir $(wildcard molecule/*))))
 
 .PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps \
 	collection collection-sanity
@@ -32,8 +29,10 @@ lab-job: venv
 lab-down:
 	podman ps -a --filter label=desktop-grid.lab=true -q | xargs -r podman rm -f
 
-## Everything CI runs: linters, type checks, unit and integration tests, molecule scenarios.
-test: lint unit molecule
+## Everything CI runs: linters and type checks, then pytest and the molecule scenarios side by
+## side (scripts/test-streams.sh; TEST_STREAMS=serial runs them one after the other).
+test: lint test-deps testhosts
+	bash scripts/test-streams.sh
 
 lint: venv
 	ruff check $(PY_PATHS)
@@ -52,14 +51,9 @@ unit: venv test-deps testhosts
 test-deps:
 	bash scripts/test-deps.sh
 
-# A scenario with an executable molecule/<s>/skip-reason (a live scenario, such as `windows`)
-# runs only when that script exits 1; otherwise the skip and its reason are printed.
+# Every scenario in name order; a live one (with molecule/<s>/skip-reason) prints its skip.
 molecule: venv testhosts
-	@for s in $(SCENARIOS); do \
-	  if [ -x molecule/$$s/skip-reason ] && reason=$$(molecule/$$s/skip-reason); then \
-	    echo "=== SKIPPED molecule test -s $$s: $$reason"; continue; fi; \
-	  echo "=== molecule test -s $$s"; t0=$$(date +%s); molecule test -s $$s || exit 1; \
-	  echo "=== molecule test -s $$s took $$(( $$(date +%s) - t0 )) s"; done
+	bash scripts/molecule-scenarios.sh
 
 testhosts:
 	bash scripts/testhosts.sh
