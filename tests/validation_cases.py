@@ -800,3 +800,22 @@ CASES += [
         refused_by=(COORDINATOR,),
     ),
 ]
+
+CASES += [
+    Case(
+        "cache-not-admitted",
+        {"grid_cache": {"address": "10.89.68.30", "port": 3128, "domains": [".cern.ch"]}},
+        "grid_cache.address: 10.89.68.30:3128 is not admitted by grid_pool_services",
+    ),
+    Case(
+        "cache-without-domains",
+        {"grid_cache": {"address": "10.89.68.30", "port": 3128, "domains": []}},
+        "grid_cache.domains: list the domains the cache may fetch from",
+    ),
+    Case(
+        "cache-unknown-key",
+        {"grid_cache": {"adress": "10.89.68.30"}},
+        "grid_cache.adress: unknown key (known: address, port, domains)",
+        role_expect="grid_cache.adress. Supported parameters include",
+    ),
+]

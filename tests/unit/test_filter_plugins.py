@@ -46,6 +46,7 @@ EXPECTED = {
         "grid_seed_meta_data",
     },
     "grid_model": {"grid_model_problems"},
+    "grid_cache": {"grid_cache_settings"},
 }
 
 
@@ -123,6 +124,18 @@ def test_plugin_docs_are_valid_yaml(stem: str) -> None:
         ("grid_vm_name", ("its-u11-boinc-20120415",), "its-u11-boinc-20120415"),
         ("grid_vm_memory_mb", (2048, 3072, 2048), 1024),
         ("grid_vm_memory_mb", (200, 8192, 1024, 128), 200),
+        (
+            "grid_cache_settings",
+            ({"address": "", "port": 3128, "domains": []},),
+            {
+                "enabled": False,
+                "address": "",
+                "port": 3128,
+                "domains": [],
+                "proxy_url": "",
+                "environment": {},
+            },
+        ),
     ],
 )
 def test_filter_results(filter_name: str, args: tuple[Any, ...], expected: object) -> None:
@@ -258,6 +271,7 @@ def test_classad_filters_agree_with_the_model() -> None:
             (0, 4096, 1024, 256, "grid_vm_types[a].memory_mb"),
             "grid_vm_types[a].memory_mb: ",
         ),
+        ("grid_cache_settings", ({"address": "10.1.2.3"},), "grid_cache.domains: "),
     ],
 )
 def test_bad_input_raises_ansible_filter_error_naming_the_variable(

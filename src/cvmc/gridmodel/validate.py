@@ -30,6 +30,7 @@ from typing import Any
 from cvmc.gridmodel import (
     addressing,
     backfill,
+    cache,
     catalogue,
     jobpolicy,
     limits,
@@ -60,6 +61,7 @@ MODEL_KEYS: tuple[str, ...] = (
     "vm_types",
     "backfill",
     "wake_on_lan",
+    "cache",
     "policy",
     "job_policy",
     "host_memory_reserve_mb",
@@ -588,6 +590,34 @@ def _service_problems(service: Mapping[str, Any], research: str | None) -> list[
     return problems
 
 
+def check_cache(model: Model) -> list[str]:
+    """``grid_cache``: off, or an address research VMs can reach, that a ``grid_pool_services``
+    entry admits (its address and TCP port), outside the research network, with the domains it
+    may fetch from (``cvmc.gridmodel.cache``)."""
+    try:
+        parsed = cache.parse_cache(model["cache"])
+    except ValueError as exc:
+        return [str(exc)]
+    if not parsed.enabled:
+        return []
+    research = model["research_network"]
+    if _network_problem(research, "") is None and ipaddress.IPv4Address(
+        parsed.address
+    ) in ipaddress.IPv4Network(str(research)):
+        return [
+            f"grid_cache.address: {parsed.address} is inside grid_research_network {research}; "
+            "the cache is a pool service, outside the research network"
+        ]
+    services = [s for s in _items(model["pool_services"] or []) if isinstance(s, Mapping)]
+    if not cache.admitted(parsed, services):
+        return [
+            f"grid_cache.address: {parsed.address}:{parsed.port} is not admitted by "
+            "grid_pool_services, so the gateways would drop research VMs' requests to it; add "
+            f"{{name: cache, addresses: [{parsed.address}], tcp: [{parsed.port}]}}"
+        ]
+    return []
+
+
 def check_pki(model: Model) -> list[str]:
     """Where the VPN PKI lives: an absolute directory (the plan's rule, ``plan.pki_paths``).
 
@@ -608,6 +638,7 @@ CHECKS: dict[str, Callable[[Model], list[str]]] = {
     "desktops": check_desktops,
     "coordinator": check_coordinator,
     "services": check_services,
+    "cache": check_cache,
     "pki": check_pki,
 }
 
