@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Every Python file of the project: the package, the Ansible plugins and modules, the scripts
 # roles install, tests and benchmarks.
-PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) molecule/coordinator_ha/files \
+PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) molecule/coordinator_ha/files molecule/vpn/files \
 	$(wildcard roles/*/filter_plugins)
 
 .PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps \

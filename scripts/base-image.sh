@@ -51,8 +51,9 @@ case $suite in
   trixie) GRID_REPO_PACKAGES+=(condor linux-image-amd64 initramfs-tools) ;;
   # molecule coordinator_ha: the PostgreSQL server a campus provides for several coordinator
   # hosts (no role installs it; the scenario's database host does, as a site's DBA would), and
-  # grid_coordinator's pg_dump for the backups of a PostgreSQL database.
-  bookworm) GRID_REPO_PACKAGES+=(postgresql postgresql-client) ;;
+  # grid_coordinator's pg_dump for the backups of a PostgreSQL database. research_cache: squid
+  # (molecule vpn's cache host).
+  bookworm) GRID_REPO_PACKAGES+=(postgresql postgresql-client squid) ;;
   *) echo "base-image: unknown suite '$suite' (bookworm or trixie)" >&2; exit 2 ;;
 esac
 
