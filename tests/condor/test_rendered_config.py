@@ -307,6 +307,36 @@ def test_execute_side_settings(lab_render: Run) -> None:
     assert values["SEC_TOKEN_SYSTEM_DIRECTORY"] == "/run/grid/condor/tokens.d"  # noqa: S105
 
 
+def test_the_vms_jobs_daemons_and_cvmfs_use_the_grid_cache(
+    example_render: Run, lab_render: Run
+) -> None:
+    """The example campus has a cache (grid_cache): its research VM image gives every job the
+    proxy through the starter (as HTCondor's parser reads it), its daemons through systemd (the
+    http:// transfer plugin), and CVMFS through default.local. The lab has none: no trace."""
+    proxy = "http://10.10.20.30:3128"
+    values = load(example_render.config_d("condor-test-vm"), ["STARTER_JOB_ENVIRONMENT"])
+    # The V2 syntax: the whole list in double quotes, pairs separated by spaces.
+    quoted = str(values["STARTER_JOB_ENVIRONMENT"])
+    assert quoted[0] + quoted[-1] == '""', quoted
+    env = dict(pair.split("=", 1) for pair in quoted.strip('"').split())
+    assert {env[k] for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")} == {proxy}
+    assert env["no_proxy"] == "localhost,127.0.0.1"
+    tree = example_render.tree("condor-test-vm")
+    dropin = (tree / "etc/systemd/system/condor.service.d/30-research-vm.conf").read_text()
+    assert f"Environment=http_proxy={proxy}\n" in dropin
+    cvmfs = (tree / "etc/cvmfs/default.local").read_text()
+    assert f'CVMFS_HTTP_PROXY="{proxy}"\n' in cvmfs
+
+    lab = load(lab_render.config_d("condor-test-vm"), ["STARTER_JOB_ENVIRONMENT"])
+    assert lab["STARTER_JOB_ENVIRONMENT"] is None
+    lab_tree = lab_render.tree("condor-test-vm")
+    assert (
+        "proxy"
+        not in (lab_tree / "etc/systemd/system/condor.service.d/30-research-vm.conf").read_text()
+    )
+    assert not (lab_tree / "etc/cvmfs").exists()
+
+
 def machine_ad(run: Run, vm_type: dict[str, object]) -> classad2.ClassAd:
     """The VM's slot ad: what the rendered STARTD_ATTRS advertise, parsed as ClassAd values,
     over what a startd measures itself in a VM of its type (OpSys, Arch, Cpus, Memory less
