@@ -552,6 +552,30 @@ CASES += [
         refused_by=(AGENT,),
     ),
     Case(
+        "suspend-beyond-the-job-lease",
+        _policy(suspend_minutes=45),
+        "grid_policy.suspend_minutes: 45 is out of range; give a whole number from 0 to 30",
+        refused_by=(AGENT,),
+    ),
+    Case(
+        "suspend-without-an-owner-blackout",
+        _policy(
+            suspend_minutes=10,
+            blackouts=[
+                {
+                    "name": "maintenance",
+                    "applies": "always",
+                    "days": ["sun"],
+                    "start": "02:00",
+                    "end": "04:00",
+                }
+            ],
+        ),
+        "grid_policy.suspend_minutes: 10 saves a VM when its owner comes back, but no blackout "
+        "of grid_policy.blackouts applies to user_present",
+        refused_by=(AGENT,),
+    ),
+    Case(
         "policy-unknown-key",
         _policy(min_battery=20),
         "grid_policy.min_battery: unknown key",

@@ -136,6 +136,7 @@ class FakeVm:
     spec: VmSpec
     running: bool = False
     acpi_at: float | None = None
+    saved: bool = False
 
 
 class FakeHypervisor(Hypervisor):
@@ -153,6 +154,9 @@ class FakeHypervisor(Hypervisor):
         self.ignore_acpi = False
         self.fail_start = False
         self.max_running = 0
+        self.saves_state = True
+        self.fail_save = False
+        self.fail_resume = False
 
     def version(self) -> str:
         return "7.2.22"
@@ -206,6 +210,21 @@ class FakeHypervisor(Hypervisor):
 
     def list_vms(self) -> list[str]:
         return sorted(self.vms)
+
+    def save(self, vm_id: str) -> int:
+        self.calls.append(("save", vm_id))
+        vm = self.vms[vm_id]
+        if self.fail_save or not vm.running:
+            raise HypervisorError(f"{vm_id}: save failed (fake)")
+        vm.running, vm.saved = False, True
+        return vm.spec.memory_mb << 20
+
+    def resume(self, vm_id: str) -> None:
+        self.calls.append(("resume", vm_id))
+        vm = self.vms[vm_id]
+        if self.fail_resume or not vm.saved:
+            raise HypervisorError(f"{vm_id}: resume failed (fake)")
+        vm.running, vm.saved = True, False
 
 
 def fake_manifest(vm_name: str, image: str, content: bytes | None = None) -> Manifest:

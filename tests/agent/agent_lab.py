@@ -4,6 +4,7 @@ QEMU integration test and the benchmarks."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from agent.agent_images import entry, entry_json
 from agent.agent_servers import CoordinatorServer, RangeServer
 
 from cvmc.agent.adapters import minisign
+from cvmc.agent.adapters.image_store import EncryptedImageStore
+from cvmc.agent.adapters.qemu import QemuDriver
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST = ROOT / ".cache" / "agent-guest" / "guest.qcow2"
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+GUEST_VM = "its-u11-boinc-20120415"
+GUEST_FILE = f"{GUEST_VM}.qcow2"
 
 
 @dataclass
@@ -85,3 +90,31 @@ def lab_desktop(tmp: Path, *, any_logon: bool, guest: Path = GUEST, **agent: Any
         **agent,
     }
     return LabDesktop({"grid": grid, "agent": settings}, coordinator, images, key, grid)
+
+
+def prepared_driver(tmp_path: Path) -> tuple[QemuDriver, str, bytes]:
+    """A QEMU driver under ``tmp_path`` with the test guest (named ``GUEST_VM``) imported as
+    its encrypted base: (driver, digest, disk key)."""
+    key = minisign.SecretKey.generate()
+    server = RangeServer({GUEST_FILE: str(GUEST)})
+    try:
+        store = EncryptedImageStore(
+            str(tmp_path / "images"),
+            key=os.urandom(32),
+            trusted_keys=[key.public],
+            budget_bytes=256 << 20,
+            allow_insecure_http=True,  # the loopback RangeServer speaks plain http
+        )
+        manifest = store.ensure(
+            entry(key, GUEST, GUEST_VM, f"{server.url}/{GUEST_FILE}", file_name=GUEST_FILE),
+            expect_vm_name=GUEST_VM,
+            expect_file=GUEST_FILE,
+        )
+    finally:
+        server.close()
+    disk_key = os.urandom(32)
+    driver = QemuDriver(str(tmp_path / "qemu"), disk_key=disk_key)
+    source = store.open(manifest.sha256)
+    driver.prepare_base(manifest.sha256, "qcow2", source)
+    source.close()
+    return driver, manifest.sha256, disk_key

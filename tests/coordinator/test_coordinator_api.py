@@ -189,6 +189,38 @@ def test_owner_present_or_policy_closed_desktop_gets_nothing(setup: Any) -> None
     assert coordinator.counts.desktops["owner_present"] == 1
 
 
+def test_a_vm_saved_while_its_owner_is_back_keeps_its_lease(setup: Any) -> None:
+    """grid_policy.suspend_minutes: a desktop whose owner came back reports its VM saved
+    (``suspended``) with its lease; the coordinator holds that lease as running, rounds keep
+    it while its job's demand lasts, and it goes once the desktop reports the slot stopped."""
+    coordinator, client, clock = setup
+    a = Desk(client, "desk00")
+    a.leases()
+    set_demand(coordinator, (BOINC, 1))
+    coordinator.allocation_round()
+    (lease,) = a.leases()
+    a.leases(running([lease]))
+    saved = heartbeat(
+        users=1,
+        may_start=False,
+        slots=[{"slot": 0, "state": "suspended", "vm_name": BOINC, "lease_id": lease["lease_id"]}],
+    )
+    for _ in range(3):
+        clock.now += 60
+        assert [x["lease_id"] for x in a.leases(saved)] == [lease["lease_id"]]
+        result = coordinator.allocation_round()
+        assert result.revoked == {}
+        assert result.new == []
+    assert coordinator.counts.running == {BOINC: 1}
+    assert coordinator.counts.desktops["owner_present"] == 1
+    stopped = heartbeat(
+        users=1,
+        may_start=False,
+        slots=[{"slot": 0, "state": "stopped", "vm_name": BOINC, "lease_id": lease["lease_id"]}],
+    )
+    assert a.leases(stopped) == []
+
+
 # -- bad input: a clear 4xx, and nothing written ------------------------------------------
 
 

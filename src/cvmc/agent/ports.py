@@ -218,6 +218,20 @@ class Hypervisor(ABC):
     def list_vms(self) -> list[str]:
         """The VMs this agent owns (named ``cvmc-slot*``), running or not."""
 
+    #: Whether :meth:`save` and :meth:`resume` work (``grid_policy.suspend_minutes``).
+    saves_state: bool = False
+
+    def save(self, vm_id: str) -> int:
+        """Pause the running VM, write its state (RAM and devices) to disk, encrypted, and
+        stop it; its disk and seed stay. Returns the bytes written. On failure the VM runs
+        on (HypervisorError)."""
+        raise HypervisorError(f"{vm_id}: {self.name} does not save VM state")
+
+    def resume(self, vm_id: str) -> None:
+        """Run a saved VM again from its state, then delete the state; HypervisorError if
+        it cannot (the slot is then cleaned up like any stopped VM)."""
+        raise HypervisorError(f"{vm_id}: {self.name} does not save VM state")
+
 
 class ImageError(RuntimeError):
     """An image could not be made ready; ``reason`` is a lease decline reason."""

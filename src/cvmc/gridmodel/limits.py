@@ -79,6 +79,13 @@ RANGES: dict[str, Range] = {
         "counts as present for user_present blackouts; 0 keeps the seed's rule (any logon "
         "counts)",
     ),
+    "grid_policy.suspend_minutes": Range(
+        0,
+        30,
+        "minutes a VM saved on its owner's return is kept for a resume; 0 shuts it down as "
+        "before; at most 30, since its job reconnects only within HTCondor's 40-minute job "
+        "lease",
+    ),
     "grid_coordinator_enrol_token_ttl_s": Range(
         300,
         90 * 86_400,

@@ -30,6 +30,7 @@ POLICY_KEYS: tuple[str, ...] = (
     "min_battery_percent",
     "keep_awake",
     "owner_idle_minutes",
+    "suspend_minutes",
 )
 BLACKOUT_KEYS: tuple[str, ...] = ("name", "applies", "days", "start", "end")
 DEFAULT_REQUIRE_HW_VIRTUALIZATION = True
@@ -42,6 +43,11 @@ DEFAULT_KEEP_AWAKE = True
 #: without keyboard or mouse input for N minutes no longer holds off ``user_present``
 #: blackouts (see :func:`counts_as_present`).
 DEFAULT_OWNER_IDLE_MINUTES = 0
+#: Off: an owner's logon that stops VMs shuts them down (the seed's behaviour). N > 0: a
+#: running VM is saved to disk instead (QEMU desktops; its RAM encrypted), kept up to N minutes
+#: and resumed when the owner leaves; its job reconnects within HTCondor's job lease
+#: (``JOB_DEFAULT_LEASE_DURATION``, 40 minutes), hence at most 30 (``limits.RANGES``).
+DEFAULT_SUSPEND_MINUTES = 0
 _TIME = re.compile(r"\A(\d{2}):(\d{2})\Z")
 _DATE = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z")
 _MINUTES_PER_DAY = 24 * 60
@@ -74,6 +80,7 @@ class Policy:
     min_battery_percent: int = DEFAULT_MIN_BATTERY_PERCENT
     keep_awake: bool = DEFAULT_KEEP_AWAKE
     owner_idle_minutes: int = DEFAULT_OWNER_IDLE_MINUTES
+    suspend_minutes: int = DEFAULT_SUSPEND_MINUTES
 
 
 def counts_as_present(policy: Policy, idle_s: float | None) -> bool:
@@ -148,7 +155,9 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
 
     Absent keys take the role's defaults: no blackouts, no holidays,
     ``require_hw_virtualization: true``, ``min_battery_percent: 50``, ``keep_awake: true``,
-    ``owner_idle_minutes: 0``.
+    ``owner_idle_minutes: 0``, ``suspend_minutes: 0``. ``suspend_minutes`` needs a blackout
+    that applies to ``user_present``: only an owner's return saves a VM, and without such a
+    blackout a logon never stops one.
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{name}: {raw!r} is not a mapping of {', '.join(POLICY_KEYS)}")
@@ -184,6 +193,17 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
         "grid_policy.owner_idle_minutes",
         name=f"{name}.owner_idle_minutes",
     )
+    suspend = limits.setting(
+        raw.get("suspend_minutes", DEFAULT_SUSPEND_MINUTES),
+        "grid_policy.suspend_minutes",
+        name=f"{name}.suspend_minutes",
+    )
+    if suspend and not any(b.applies == "user_present" for b in blackouts):
+        raise ValueError(
+            f"{name}.suspend_minutes: {suspend} saves a VM when its owner comes back, but no "
+            f"blackout of {name}.blackouts applies to user_present, so a logon never stops a "
+            "VM; add one or set suspend_minutes to 0"
+        )
     return Policy(
         blackouts=blackouts,
         holidays=frozenset(holidays),
@@ -191,6 +211,7 @@ def parse_policy(raw: object, *, name: str = "grid_policy") -> Policy:
         min_battery_percent=battery,
         keep_awake=keep_awake,
         owner_idle_minutes=owner_idle,
+        suspend_minutes=suspend,
     )
 
 

@@ -34,6 +34,7 @@ from cvmc.protocol.schemas import (
     HEARTBEAT_SCHEMA,
     MANIFEST_SCHEMA,
     SLOT_STATES,
+    STARTED_SLOT_STATES,
 )
 from cvmc.protocol.values import MAX_INT, MAX_SEQ, SEQ_PATTERN, TEXT_PATTERN, is_seq
 
@@ -56,6 +57,7 @@ __all__ = [
     "MAX_SEQ",
     "SEQ_PATTERN",
     "SLOT_STATES",
+    "STARTED_SLOT_STATES",
     "TEXT_PATTERN",
     "CatalogueEntry",
     "Decline",

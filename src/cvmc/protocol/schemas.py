@@ -24,10 +24,31 @@ __all__ = [
     "HEARTBEAT_SCHEMA",
     "MANIFEST_SCHEMA",
     "SLOT_STATES",
+    "STARTED_SLOT_STATES",
 ]
 
-#: The states a heartbeat reports for a slot.
-SLOT_STATES: tuple[str, ...] = ("idle", "fetching", "starting", "running", "vacating", "stopped")
+#: The states a heartbeat reports for a slot (``cvmc.agent.domain.slots.SlotState``).
+SLOT_STATES: tuple[str, ...] = (
+    "idle",
+    "fetching",
+    "starting",
+    "running",
+    "vacating",
+    "stopped",
+    "suspending",
+    "suspended",
+    "resuming",
+)
+#: The slot states in which a lease's VM has started (the coordinator holds the lease as
+#: running): a VM saved on its owner's return (``grid_policy.suspend_minutes``) still holds its
+#: lease, and its job reconnects when it resumes.
+STARTED_SLOT_STATES: tuple[str, ...] = (
+    "running",
+    "vacating",
+    "suspending",
+    "suspended",
+    "resuming",
+)
 
 _NAME = {
     "type": "string",

@@ -20,13 +20,10 @@ from typing import Any
 
 import pytest
 from agent.agent_fakes import FakeSessions
-from agent.agent_images import entry
-from agent.agent_lab import GUEST, lab_desktop
-from agent.agent_servers import RangeServer
+from agent.agent_lab import GUEST, lab_desktop, prepared_driver
 
 from cvmc.agent import compose
-from cvmc.agent.adapters import minisign
-from cvmc.agent.adapters.image_store import EncryptedImageStore
+from cvmc.agent.adapters.crypto import ChunkReader
 from cvmc.agent.adapters.lowprio import (
     IOPRIO_CLASS_BE,
     IOPRIO_CLASS_IDLE,
@@ -37,7 +34,8 @@ from cvmc.agent.adapters.lowprio import (
 from cvmc.agent.adapters.nocloud import build_iso
 from cvmc.agent.adapters.qemu import QemuDriver
 from cvmc.agent.domain.config import parse_config
-from cvmc.agent.ports import Session, VmSpec
+from cvmc.agent.domain.suspend import state_limit_bytes
+from cvmc.agent.ports import HypervisorError, Session, VmSpec
 
 VM = "its-u11-boinc-20120415"
 FILE = "its-u11-boinc-20120415.qcow2"
@@ -80,29 +78,8 @@ def assert_low_priority(pid: int) -> None:
 
 
 def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
-    key = minisign.SecretKey.generate()
-    server = RangeServer({FILE: str(GUEST)})
-    try:
-        store = EncryptedImageStore(
-            str(tmp_path / "images"),
-            key=os.urandom(32),
-            trusted_keys=[key.public],
-            budget_bytes=256 << 20,
-            allow_insecure_http=True,  # the loopback RangeServer speaks plain http
-        )
-        manifest = store.ensure(
-            entry(key, GUEST, VM, f"{server.url}/{FILE}", file_name=FILE),
-            expect_vm_name=VM,
-            expect_file=FILE,
-        )
-    finally:
-        server.close()
-    disk_key = os.urandom(32)
-    driver = QemuDriver(str(tmp_path / "qemu"), disk_key=disk_key)
-    source = store.open(manifest.sha256)
-    driver.prepare_base(manifest.sha256, "qcow2", source)
-    source.close()
-    base = tmp_path / "qemu" / "bases" / f"{manifest.sha256}.qcow2"
+    driver, sha256, disk_key = prepared_driver(tmp_path)
+    base = tmp_path / "qemu" / "bases" / f"{sha256}.qcow2"
     info = subprocess.run(
         ["qemu-img", "info", "--output=json", str(base)], capture_output=True, text=True, check=True
     )
@@ -123,7 +100,7 @@ def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
         "cvmc-slot0",
         0,
         VM,
-        manifest.sha256,
+        sha256,
         "qcow2",
         1,
         256,
@@ -212,6 +189,68 @@ def test_the_driver_boots_a_guest_and_stops_it_over_qmp(tmp_path: Path) -> None:
     print(f"\naccel={driver.accel()} boot={booted:.1f}s powerdown={stopped:.2f}s")
 
 
+def test_the_driver_saves_a_running_guest_encrypted_and_resumes_it(tmp_path: Path) -> None:
+    """grid_policy.suspend_minutes on QEMU for real: the booted guest is paused and saved
+    through a pipe that the driver seals with a key only it holds (the marker the guest read
+    into its RAM is in the plaintext and nowhere in the file), QEMU exits, and the resumed guest
+    carries on where it stopped: the same init answers the power button, with no second boot."""
+    driver, sha256, disk_key = prepared_driver(tmp_path)
+    marker = f"cvmc-suspend-marker-{os.urandom(8).hex()}"
+    seed = tmp_path / "seed.iso"
+    seed.write_bytes(
+        build_iso(
+            {
+                "meta-data": f"instance-id: {marker}\nlocal-hostname: g\n".encode(),
+                "user-data": b"#cloud-config\n",
+            }
+        )
+    )
+    spec = VmSpec(
+        "cvmc-slot0", 0, VM, sha256, "qcow2", 1, 256, 20_000_000, 10_000_000, str(seed), 1
+    )
+    driver.create(spec)
+    driver.start("cvmc-slot0")
+    vm_dir = tmp_path / "qemu" / "vms" / "cvmc-slot0"
+    log = vm_dir / "console.log"
+    wait_for(lambda: "waiting for the power button" in console(log), 120, "the guest")
+    assert marker in console(log)
+
+    start = time.monotonic()
+    size = driver.save("cvmc-slot0")
+    saved = time.monotonic() - start
+    assert not driver.is_running("cvmc-slot0")  # QEMU quit: the state is the VM now
+    state = vm_dir / "state.enc"
+    assert not (vm_dir / "state.enc.tmp").exists()
+    assert 0 < size <= state_limit_bytes(256)
+    data = state.read_bytes()
+    assert data[:8] == b"CVMCENC1"
+    assert marker.encode() not in data
+    reader = ChunkReader(str(state), driver._state_keys["cvmc-slot0"])
+    plain = b"".join(reader.chunks())
+    reader.close()
+    assert len(plain) == size
+    assert marker.encode() in plain  # the guest's RAM, which the file holds only sealed
+    # A restarted agent (a new driver: the disks' key, not the state's) cannot resume it.
+    with pytest.raises(HypervisorError, match="no saved state this agent can read"):
+        QemuDriver(str(tmp_path / "qemu"), disk_key=disk_key).resume("cvmc-slot0")
+
+    start = time.monotonic()
+    driver.resume("cvmc-slot0")
+    resumed = time.monotonic() - start
+    assert driver.is_running("cvmc-slot0")
+    assert not state.exists()
+    driver.request_shutdown("cvmc-slot0")
+    wait_for(lambda: not driver.is_running("cvmc-slot0"), 30, "the resumed guest's power-down")
+    text = console(log)
+    assert "power button pressed, powering off" in text
+    assert text.count("cvmc-guest: booted") == 1  # continued, not booted again
+    driver.destroy("cvmc-slot0")
+    print(
+        f"\naccel={driver.accel()} 256 MB guest: state {size / 2**20:.1f} MiB, "
+        f"saved in {saved:.2f} s, resumed in {resumed:.2f} s"
+    )
+
+
 def test_the_agent_runs_a_leased_vm_and_stops_it_when_a_user_logs_on(tmp_path: Path) -> None:
     lab = lab_desktop(tmp_path, any_logon=True, poll_s=0.5, heartbeat_s=5, vacate_deadline_s=5)
     coordinator, images = lab.coordinator, lab.images
@@ -275,6 +314,64 @@ def test_the_agent_runs_a_leased_vm_and_stops_it_when_a_user_logs_on(tmp_path: P
         images.close()
     assert not thread.is_alive()
     _ = dt
+
+
+def test_the_agent_saves_the_vm_while_the_owner_is_back_and_resumes_it_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grid_policy.suspend_minutes through the agent's loop with real QEMU: the owner's logon
+    saves the leased VM (QEMU exits, the slot keeps its lease and reports it suspended); their
+    logoff resumes it, and the guest that booted once answers the power button at the end."""
+    lab = lab_desktop(tmp_path, any_logon=True, poll_s=0.5, heartbeat_s=5, vacate_deadline_s=5)
+    coordinator, images = lab.coordinator, lab.images
+    coordinator.leases = [lab.lease("l-1", VM)]
+    lab.config["grid"]["policy"]["suspend_minutes"] = 5
+    components = compose.build(parse_config(lab.config))
+    sessions = FakeSessions()
+    components.sessions = sessions
+    agent = components.agent("lab-pc01")
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    vm_dir = tmp_path / "state" / "qemu" / "vms" / "cvmc-slot0"
+    log = vm_dir / "console.log"
+    caplog.set_level("INFO", logger="cvmc")
+    thread.start()
+    try:
+        wait_for(lambda: "waiting for the power button" in console(log), 240, "the leased VM")
+        pid = int((vm_dir / "qemu.pid").read_text())
+        sessions.current = [Session("alice", "console", "active")]
+        logon = time.monotonic()
+        wait_for(lambda: agent.slots[0].state.value == "suspended", 60, "the VM to be saved")
+        saved = time.monotonic() - logon
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+        assert (vm_dir / "state.enc").stat().st_size > 0
+        wait_for(
+            lambda: coordinator.heartbeats[-1]["slots"][0]["state"] == "suspended",
+            15,
+            "a heartbeat that reports the VM saved",
+        )
+        assert coordinator.heartbeats[-1]["slots"][0]["lease_id"] == "l-1"
+
+        sessions.current = []
+        logoff = time.monotonic()
+        wait_for(lambda: agent.slots[0].state.value == "running", 60, "the VM to resume")
+        resumed = time.monotonic() - logoff
+        assert not (vm_dir / "state.enc").exists()
+        assert_low_priority(int((vm_dir / "qemu.pid").read_text()))  # as any start
+        stops = [r.getMessage() for r in caplog.records if "slot 0: stopped" in r.getMessage()]
+        assert stops == []  # saved and resumed, never stopped
+        # The same guest runs on: it answers the power button without a second boot.
+        components.hypervisor.request_shutdown("cvmc-slot0")
+        wait_for(lambda: "power button pressed" in console(log), 60, "the resumed guest")
+        assert console(log).count("cvmc-guest: booted") == 1
+        assert coordinator.errors == []
+        print(f"\nlogon -> VM saved {saved:.2f} s; logoff -> VM running again {resumed:.2f} s")
+    finally:
+        stop.set()
+        thread.join(timeout=90)
+        coordinator.close()
+        images.close()
+    assert not thread.is_alive()
 
 
 def test_real_demand_preempts_a_backfill_vm_at_once(

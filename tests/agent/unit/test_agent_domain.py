@@ -58,6 +58,15 @@ LIFE_CYCLE = [
     ("running", "stopped"),
     ("vacating", "stopped"),
     ("stopped", "idle"),
+    # grid_policy.suspend_minutes: saved on the owner's return, resumed or discarded.
+    ("running", "suspending"),
+    ("suspending", "suspended"),
+    ("suspending", "vacating"),
+    ("suspending", "stopped"),
+    ("suspended", "resuming"),
+    ("suspended", "stopped"),
+    ("resuming", "running"),
+    ("resuming", "stopped"),
 ]
 
 

@@ -12,6 +12,10 @@ between files is detected. A download writes chunks as they fill, so a partial f
 valid prefix: after a kill the writer re-opens it, drops a torn last chunk and carries on
 from the last whole one (see :class:`ChunkWriter`). Reads are random access
 (:class:`ChunkReader`), which is what a hypervisor importing the image needs.
+
+A stream of unknown length (a saved VM's state, ``grid_policy.suspend_minutes``) is written
+with ``total=None``: the writer holds back the last chunk until :meth:`ChunkWriter.finish`
+seals it as the final one, and refuses more than ``limit`` bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
@@ -72,13 +77,17 @@ class ChunkWriter:
     truncates a torn tail, and returns the writer positioned at ``written``.
     """
 
-    def __init__(self, fh: BinaryIO, key: bytes, total: int, header: bytes, chunk: int) -> None:
+    def __init__(
+        self, fh: BinaryIO, key: bytes, total: int | None, header: bytes, chunk: int
+    ) -> None:
         self._fh = fh
         self._aes = AESGCM(key)
         self._header = header
         self._chunk = chunk
         self._prefix = header[12:20]
         self.total = total
+        #: With ``total=None``: the most plaintext the stream may carry.
+        self.limit: int | None = None
         self.written = 0
         self._index = 0
         self._buffer = bytearray()
@@ -86,7 +95,7 @@ class ChunkWriter:
         self.reread = 0  # plaintext bytes re-read (and re-hashed) on resume
 
     @classmethod
-    def create(cls, path: str, key: bytes, total: int, chunk: int = CHUNK) -> ChunkWriter:
+    def create(cls, path: str, key: bytes, total: int | None, chunk: int = CHUNK) -> ChunkWriter:
         header = _header(chunk, os.urandom(8))
         fh = open(path, "wb")  # noqa: SIM115 - owned by the writer, closed by close()
         fh.write(header)
@@ -108,6 +117,7 @@ class ChunkWriter:
     def _replay(self) -> None:
         """Verify the chunks already written; stop at the first torn or bad one."""
         sealed = self._chunk + TAG
+        assert self.total is not None  # a stream is never resumed
         while self.written + self._chunk <= self.total:
             pos = HEADER + self._index * sealed
             self._fh.seek(pos)
@@ -128,6 +138,14 @@ class ChunkWriter:
         self._fh.truncate()
 
     def write(self, data: bytes) -> None:
+        if self.total is None:
+            if self.limit is not None and self.written + len(self._buffer) + len(data) > self.limit:
+                raise ValueError(f"the stream is longer than its limit of {self.limit} bytes")
+            self._buffer += data
+            while len(self._buffer) > self._chunk:  # the last chunk waits for finish()
+                self._seal(bytes(self._buffer[: self._chunk]), final=False)
+                del self._buffer[: self._chunk]
+            return
         if self.written + len(self._buffer) + len(data) > self.total:
             raise ValueError("more data than the manifest's size")
         self._buffer += data
@@ -138,8 +156,21 @@ class ChunkWriter:
             self._seal(bytes(self._buffer))
             self._buffer.clear()
 
-    def _seal(self, plain: bytes) -> None:
-        final = self.written + len(plain) == self.total
+    def finish(self) -> int:
+        """End a stream (``total=None``): seal what is left as the final chunk, then close.
+        Returns the plaintext bytes written."""
+        if self.total is not None:
+            raise ValueError("finish() ends a stream; a file of known size completes itself")
+        self.total = self.written + len(self._buffer)
+        if self._buffer or not self.written:
+            self._seal(bytes(self._buffer), final=True)
+            self._buffer.clear()
+        self.close()
+        return self.total
+
+    def _seal(self, plain: bytes, final: bool | None = None) -> None:
+        if final is None:
+            final = self.written + len(plain) == self.total
         sealed = self._aes.encrypt(
             _nonce(self._prefix, self._index), plain, _aad(self._header, self._index, final)
         )
@@ -203,6 +234,11 @@ class ChunkReader:
             out += piece
             offset += len(piece)
         return bytes(out)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The plaintext, chunk by chunk (CorruptError at the first that fails)."""
+        for index in range(self._last + 1 if self.size else 0):
+            yield self.chunk(index)
 
     def sha256(self) -> str:
         digest = hashlib.sha256()

@@ -66,6 +66,9 @@ class Verdict:
     blackout: str | None = None  # the blackout in force, by name
     #: New VMs may not start only for want of free memory (the rest of the policy allows them).
     memory_short: bool = False
+    #: VMs must stop because their owner is here (a ``user_present`` blackout): the one case
+    #: in which ``grid_policy.suspend_minutes`` saves a VM instead of shutting it down.
+    owner_present: bool = False
 
 
 def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict:
@@ -85,8 +88,16 @@ def evaluate(config: PolicyConfig, now: dt.datetime, host: HostState) -> Verdict
         )
     blackout = windows.active_blackout(config.windows, now, user_present=host.user_present)
     if blackout is not None:
-        who = "a user is logged on" if blackout.applies == "user_present" else "always"
-        return Verdict(False, False, False, f"blackout {blackout.name} ({who})", blackout.name)
+        owner = blackout.applies == "user_present"
+        who = "a user is logged on" if owner else "always"
+        return Verdict(
+            False,
+            False,
+            False,
+            f"blackout {blackout.name} ({who})",
+            blackout.name,
+            owner_present=owner,
+        )
     if host.on_battery:
         return Verdict(True, False, False, "on battery: nothing new starts")
     if config.require_hw_virtualization and not host.hw_virt.usable:

@@ -13,6 +13,10 @@
 - Every lease that cannot start is declined with a reason, once; except a lease that only
   waits for slots being vacated (a free slot, or their memory): it stays, to start from a
   later reply once they are free, or to be declined ``expired`` after its ttl.
+- Suspend instead of shut down (``grid_policy.suspend_minutes`` > 0): when the owner's return
+  (a ``user_present`` blackout) stops a running VM, it is saved instead of vacated. A saved VM
+  resumes as soon as new VMs could start and its memory is free (before any new start), and
+  is discarded at its deadline or when a fresh reply revokes its lease.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from cvmc.agent.domain.slots import Slot, SlotState
 from cvmc.gridmodel.memory import DEFAULT_MINIMUM_MB
 from cvmc.protocol import Decline, Lease
 
-__all__ = ["Action", "DeclineLease", "StartVm", "VacateVm", "plan"]
+__all__ = [
+    "Action",
+    "DeclineLease",
+    "DiscardVm",
+    "ResumeVm",
+    "StartVm",
+    "SuspendVm",
+    "VacateVm",
+    "plan",
+]
 
 
 @dataclass(frozen=True)
@@ -50,10 +63,34 @@ class DeclineLease:
     decline: Decline
 
 
-Action = StartVm | VacateVm | DeclineLease
+@dataclass(frozen=True)
+class SuspendVm:
+    """Save the slot's running VM to disk (its owner is back)."""
+
+    slot: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumeVm:
+    """Run the slot's saved VM again."""
+
+    slot: int
+
+
+@dataclass(frozen=True)
+class DiscardVm:
+    """Drop the slot's saved VM (its deadline passed, or its lease went)."""
+
+    slot: int
+    reason: str
+
+
+Action = StartVm | VacateVm | DeclineLease | SuspendVm | ResumeVm | DiscardVm
 
 _ACTIVE = (SlotState.FETCHING, SlotState.STARTING, SlotState.RUNNING)
-_PENDING = (SlotState.FETCHING, SlotState.STARTING)
+#: Slots whose VM is about to take its memory.
+_PENDING = (SlotState.FETCHING, SlotState.STARTING, SlotState.RESUMING)
 
 
 def plan(
@@ -76,11 +113,20 @@ def plan(
     """
     actions: list[Action] = []
     vacated: set[int] = set()
+    suspend = policy.windows.suspend_minutes > 0 and verdict.owner_present
     if not verdict.may_run:
         for slot in slots:
-            if slot.state in _ACTIVE:
+            if slot.state is SlotState.RUNNING and suspend:
+                actions.append(SuspendVm(slot.index, verdict.reason))
+                vacated.add(slot.index)
+            elif slot.state in _ACTIVE:
                 actions.append(VacateVm(slot.index, verdict.reason, verdict.hard_stop))
                 vacated.add(slot.index)
+    discarded = _discards(policy, slots, leases, fresh=fresh, now=now)
+    actions.extend(discarded)
+    vacated.update(action.slot for action in discarded)
+    resumed = _resumes(policy, verdict, host, slots, vacated) if verdict.may_run else []
+    actions.extend(resumed)
     if fresh:
         current = {lease.lease_id for lease in leases}
         for slot in slots:
@@ -114,6 +160,48 @@ def plan(
     return actions
 
 
+def _discards(
+    policy: PolicyConfig, slots: Sequence[Slot], leases: Sequence[Lease], *, fresh: bool, now: float
+) -> list[DiscardVm]:
+    """The saved VMs to drop: kept for ``suspend_minutes`` already, or whose lease a fresh
+    reply no longer lists (revoked)."""
+    current = {lease.lease_id for lease in leases}
+    out: list[DiscardVm] = []
+    for slot in slots:
+        if slot.state is not SlotState.SUSPENDED:
+            continue
+        if slot.deadline is not None and now >= slot.deadline:
+            minutes = policy.windows.suspend_minutes
+            out.append(
+                DiscardVm(slot.index, f"saved for grid_policy.suspend_minutes ({minutes} min)")
+            )
+        elif fresh and slot.lease is not None and slot.lease.lease_id not in current:
+            out.append(DiscardVm(slot.index, f"lease {slot.lease.lease_id} revoked"))
+    return out
+
+
+def _resumes(
+    policy: PolicyConfig,
+    verdict: Verdict,
+    host: HostState,
+    slots: Sequence[Slot],
+    vacated: set[int],
+) -> list[ResumeVm]:
+    """The saved VMs to run again: as soon as new VMs could start and the free memory beyond
+    the reserve holds the VM's own (it resumes with the memory it was saved with)."""
+    if not verdict.may_start:
+        return []
+    free_mb = host.memory_free_mb - sum(s.memory_mb for s in slots if s.state in _PENDING)
+    out: list[ResumeVm] = []
+    for slot in slots:
+        if slot.state is not SlotState.SUSPENDED or slot.index in vacated:
+            continue
+        if memory_for(policy, slot.memory_mb, free_mb) >= slot.memory_mb:
+            out.append(ResumeVm(slot.index))
+            free_mb -= slot.memory_mb
+    return out
+
+
 def _starts(
     *,
     policy: PolicyConfig,
@@ -130,7 +218,9 @@ def _starts(
     held = {slot.lease.lease_id for slot in slots if slot.lease is not None}
     idle = [slot.index for slot in slots if slot.state is SlotState.IDLE]
     busy = sum(1 for slot in slots if slot.busy and slot.index not in vacated)
-    free_mb = host.memory_free_mb - sum(s.memory_mb for s in slots if s.state in _PENDING)
+    free_mb = host.memory_free_mb - sum(
+        s.memory_mb for s in slots if s.state in _PENDING or s.state is SlotState.SUSPENDED
+    )
     # Slots being vacated (now or before): a lease that needs them waits instead of a decline.
     leaving = [s for s in slots if s.index in vacated or s.state is SlotState.VACATING]
     leaving_mb = sum(s.memory_mb for s in leaving if s.state is not SlotState.FETCHING)

@@ -16,6 +16,15 @@ which refuses the ones the life cycle does not have, so a bug can never skip the
 
 ``stopped`` means "the VM is off": its slot disk and seed are discarded and its lease released
 before the slot is ``idle`` again.
+
+With ``grid_policy.suspend_minutes`` (off by default), an owner's return saves a running VM
+instead of vacating it, and it keeps its slot, disk, seed and lease::
+
+    running ──owner back──► suspending ──saved──► suspended ──owner gone──► resuming ──► running
+                               │                     │                         │
+                               └─ save failed ──► vacating                      │
+                                                     └── deadline / revoked ──► stopped ◄──┘
+                                                                             (resume failed)
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ class SlotState(enum.StrEnum):
     RUNNING = "running"
     VACATING = "vacating"
     STOPPED = "stopped"
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+    RESUMING = "resuming"
 
 
 S = SlotState
@@ -42,13 +54,18 @@ ALLOWED: dict[SlotState, frozenset[SlotState]] = {
     S.IDLE: frozenset({S.FETCHING}),
     S.FETCHING: frozenset({S.STARTING, S.VACATING, S.STOPPED}),
     S.STARTING: frozenset({S.RUNNING, S.VACATING, S.STOPPED}),
-    S.RUNNING: frozenset({S.VACATING, S.STOPPED}),
+    S.RUNNING: frozenset({S.VACATING, S.STOPPED, S.SUSPENDING}),
     S.VACATING: frozenset({S.STOPPED}),
+    S.SUSPENDING: frozenset({S.SUSPENDED, S.VACATING, S.STOPPED}),
+    S.SUSPENDED: frozenset({S.RESUMING, S.STOPPED}),
+    S.RESUMING: frozenset({S.RUNNING, S.STOPPED}),
     S.STOPPED: frozenset({S.IDLE}),
 }
 
 #: States in which a slot holds (or is about to hold) a VM and its lease.
-BUSY: frozenset[SlotState] = frozenset({S.FETCHING, S.STARTING, S.RUNNING, S.VACATING})
+BUSY: frozenset[SlotState] = frozenset(
+    {S.FETCHING, S.STARTING, S.RUNNING, S.VACATING, S.SUSPENDING, S.SUSPENDED, S.RESUMING}
+)
 
 #: Prefix of every VM and disk the agent creates; anything with it and no slot is an orphan.
 VM_PREFIX = "cvmc-slot"
@@ -98,7 +115,7 @@ def transition(slot: Slot, new: SlotState, now: float, reason: str = "") -> Slot
     slot.state = new
     slot.since = now
     slot.reason = reason
-    if new is not SlotState.VACATING:
+    if new not in (SlotState.VACATING, SlotState.SUSPENDED):
         slot.deadline = None
     if new is SlotState.IDLE:
         slot.lease = None

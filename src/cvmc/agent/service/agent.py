@@ -4,11 +4,13 @@ One tick, every ``poll_s`` (faster while a VM is being vacated):
 
 1. Read the clock (a wall-clock jump is logged and the policy re-evaluated at once), the
    sessions and the resources, and evaluate the policy.
-2. Advance every slot's life cycle: launches in flight, VMs being vacated, cleanup.
+2. Advance every slot's life cycle: launches in flight, VMs being vacated, saved or
+   resumed (``grid_policy.suspend_minutes``), cleanup.
 3. Take in the coordinator's last reply, if one arrived, and let :func:`plan` decide.
 4. Carry out the actions; send the next heartbeat when it is due.
 
-Slow work (heartbeats, downloads, base import, VM creation) runs on the executor, so a logon
+Slow work (heartbeats, downloads, base import, VM creation, saving and resuming a VM) runs
+on the executor, so a logon
 is seen within one tick even during a download. A launch checks its cancel flag between
 steps and the download checks it between chunks. Unit tests pass an executor that runs
 work inline and a fake clock, and replay a desktop's whole day.
@@ -30,9 +32,18 @@ from cvmc import __version__, protocol
 from cvmc.agent.domain import heartbeat
 from cvmc.agent.domain.config import AgentConfig
 from cvmc.agent.domain.engine import HostState, HwVirt, Verdict, evaluate
-from cvmc.agent.domain.planner import DeclineLease, StartVm, VacateVm, plan
+from cvmc.agent.domain.planner import (
+    DeclineLease,
+    DiscardVm,
+    ResumeVm,
+    StartVm,
+    SuspendVm,
+    VacateVm,
+    plan,
+)
 from cvmc.agent.domain.seed import seed_files
 from cvmc.agent.domain.slots import Slot, SlotState, transition
+from cvmc.agent.domain.suspend import state_fits
 from cvmc.agent.logs import log_event
 from cvmc.agent.ports import (
     Clock,
@@ -65,6 +76,8 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("cvmc.agent")
+#: Slot states that the loop watches at FAST_POLL_S.
+_FAST = (SlotState.VACATING, SlotState.STOPPED, SlotState.SUSPENDING, SlotState.RESUMING)
 P = ParamSpec("P")
 T = TypeVar("T")
 S = SlotState
@@ -207,6 +220,9 @@ class Agent:
         self._hb_failures = 0
         self._next_hb = 0.0
         self._launches: dict[int, _Launch] = {}
+        #: A save or resume in flight, per slot (grid_policy.suspend_minutes): its result, and
+        #: when it began.
+        self._work: dict[int, tuple[concurrent.futures.Future[Any], float]] = {}
         self._next_check: dict[int, float] = {}
         self._last_clock: tuple[dt.datetime, float] | None = None
         self._hw_virt: tuple[HwVirt, float] | None = None
@@ -223,12 +239,17 @@ class Agent:
     def drain(self, timeout_s: float) -> None:
         """Vacate every VM (the service is stopping) and wait until all slots are idle."""
         end = self.p.clock.monotonic() + timeout_s
-        now = self.p.clock.monotonic()
-        for slot in self.slots:
-            if slot.state in (S.FETCHING, S.STARTING, S.RUNNING):
-                self._vacate(slot, "the agent is stopping", hard=False, now=now)
-        while any(slot.state is not S.IDLE for slot in self.slots):
+        while True:
             now = self.p.clock.monotonic()
+            # A save or resume in flight finishes first; a saved VM is discarded (its key
+            # lives only in this process).
+            for slot in self.slots:
+                if slot.state in (S.FETCHING, S.STARTING, S.RUNNING):
+                    self._vacate(slot, "the agent is stopping", hard=False, now=now)
+                elif slot.state is S.SUSPENDED:
+                    self._discard(slot, "the agent is stopping", now)
+            if all(slot.state is S.IDLE for slot in self.slots):
+                break
             if now >= end:
                 for slot in self.slots:
                     if slot.state is S.VACATING:
@@ -348,20 +369,27 @@ class Agent:
                 self._start(action, mono)
             elif isinstance(action, DeclineLease):
                 self._decline(action.decline)
+            elif isinstance(action, SuspendVm):
+                self._suspend(self.slots[action.slot], action.reason, mono)
+            elif isinstance(action, ResumeVm):
+                self._resume(self.slots[action.slot], mono)
+            elif isinstance(action, DiscardVm):
+                self._discard(self.slots[action.slot], action.reason, mono)
         if actions:
             self._advance(mono)
         self._send_heartbeat(mono, wall, host, verdict)
         self._publish(mono)
         self._keep_awake()
-        busy = any(s.state in (S.VACATING, S.STOPPED) for s in self.slots)
+        busy = any(s.state in _FAST for s in self.slots)
         return FAST_POLL_S if busy or actions else self.config.agent.poll_s
 
     def _keep_awake(self) -> None:
-        """Hold the sleep inhibitor while a slot works (fetching, starting, running or
-        vacating a VM), and release it once every slot is idle or stopped."""
+        """Hold the sleep inhibitor while a slot works (fetching, starting, running, vacating,
+        saving or resuming a VM), and release it once every slot is idle, stopped or holds a
+        saved VM (which needs no power)."""
         if self.inhibitor is None:
             return
-        busy = [s for s in self.slots if s.state not in (S.IDLE, S.STOPPED)]
+        busy = [s for s in self.slots if s.state not in (S.IDLE, S.STOPPED, S.SUSPENDED)]
         if busy:
             names = sorted({s.vm_name for s in busy if s.vm_name})
             self.inhibitor.hold(f"research VM {', '.join(names) or 'starting'} on this desktop")
@@ -423,6 +451,108 @@ class Agent:
             hard=hard,
         )
 
+    def _suspend(self, slot: Slot, reason: str, now: float) -> None:
+        """Save the slot's VM (grid_policy.suspend_minutes), or vacate it as before where the
+        hypervisor cannot save or the disk would not hold the state."""
+        why = None if self.p.hypervisor.saves_state else f"{self.p.hypervisor.name} cannot save"
+        if why is None:
+            free_mb = self.p.resources.disk_free_mb(self.config.agent.state_dir)
+            why = state_fits(free_mb, slot.memory_mb)
+        if why is not None:
+            log_event(
+                LOG,
+                logging.INFO,
+                "vm.suspend_skipped",
+                f"slot {slot.index}: not saved ({why}); vacating",
+                slot=slot.index,
+            )
+            self._vacate(slot, reason, hard=False, now=now)
+            return
+        self._begin(slot, S.SUSPENDING, reason, self.p.hypervisor.save, now)
+
+    def _resume(self, slot: Slot, now: float) -> None:
+        self._begin(slot, S.RESUMING, "the owner left", self.p.hypervisor.resume, now)
+
+    def _begin(
+        self, slot: Slot, state: SlotState, reason: str, work: Callable[[str], Any], now: float
+    ) -> None:
+        """Move ``slot`` to ``state`` and run the save or resume ``work`` on the executor."""
+        transition(slot, state, now, reason)
+        verb = "saving" if state is S.SUSPENDING else "resuming"
+        log_event(
+            LOG,
+            logging.INFO,
+            "vm.suspend" if state is S.SUSPENDING else "vm.resume",
+            f"slot {slot.index}: {verb} {slot.vm_name} ({reason})",
+            slot=slot.index,
+            vm_name=slot.vm_name,
+        )
+        self._work[slot.index] = (self.executor.submit(work, slot.vm_id), now)
+
+    def _discard(self, slot: Slot, reason: str, now: float) -> None:
+        """Drop a saved VM: the slot is cleaned up like any stopped one (its state with it)."""
+        transition(slot, S.STOPPED, now, f"{reason}; the saved VM is discarded")
+        self._released(slot, slot.reason)
+
+    def _advance_saved(self, slot: Slot, now: float) -> None:
+        """A save or resume that finished."""
+        work = self._work.get(slot.index)
+        if work is None or not work[0].done():
+            return
+        future, began = self._work.pop(slot.index)
+        exc = future.exception()
+        seconds = round(now - began, 2)
+        if slot.state is S.SUSPENDING and exc is None:
+            minutes = self.config.policy.windows.suspend_minutes
+            transition(slot, S.SUSPENDED, now, f"{slot.reason}; saved")
+            slot.deadline = now + minutes * 60.0
+            log_event(
+                LOG,
+                logging.INFO,
+                "vm.suspended",
+                f"slot {slot.index}: {slot.vm_name} saved ({future.result() >> 20} MiB in "
+                f"{seconds} s); kept up to {minutes} min",
+                slot=slot.index,
+                vm_name=slot.vm_name,
+                bytes=future.result(),
+                seconds=seconds,
+            )
+        elif slot.state is S.SUSPENDING:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "vm.suspend_failed",
+                f"slot {slot.index}: not saved ({exc}); vacating",
+                slot=slot.index,
+            )
+            if self._running(slot.vm_id):
+                self._vacate(slot, slot.reason, hard=False, now=now)
+            else:
+                transition(slot, S.STOPPED, now, f"{slot.reason}; the save failed: {exc}"[:300])
+                self._released(slot, slot.reason)
+        elif exc is None:
+            transition(slot, S.RUNNING, now, "resumed")
+            self._next_check[slot.index] = now + VM_CHECK_S
+            log_event(
+                LOG,
+                logging.INFO,
+                "vm.resumed",
+                f"slot {slot.index}: {slot.vm_name} runs again (resumed in {seconds} s)",
+                slot=slot.index,
+                vm_name=slot.vm_name,
+                seconds=seconds,
+            )
+        else:
+            log_event(
+                LOG,
+                logging.ERROR,
+                "vm.resume_failed",
+                f"slot {slot.index}: {slot.vm_name} did not resume ({exc}); discarding it",
+                slot=slot.index,
+            )
+            transition(slot, S.STOPPED, now, f"the resume failed: {exc}"[:300])
+            self._released(slot, slot.reason)
+
     def _decline(self, decline: Decline) -> None:
         self._declines.append(decline)
         self._handled.add(decline.lease_id)  # declined once; forgotten when the reply drops it
@@ -448,6 +578,8 @@ class Agent:
                 if not self._running(slot.vm_id):
                     transition(slot, S.STOPPED, now, "the VM stopped by itself")
                     self._released(slot, "the VM stopped by itself")
+            if slot.state in (S.SUSPENDING, S.RESUMING):
+                self._advance_saved(slot, now)
             if slot.state is S.VACATING:
                 self._advance_vacating(slot, launch, now)
             if slot.state is S.STOPPED:

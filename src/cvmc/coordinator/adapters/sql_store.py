@@ -86,6 +86,7 @@ from cvmc.coordinator.ports import (
     UnstorableError,
 )
 from cvmc.gridmodel.addressing import desktop_id as canonical
+from cvmc.protocol import STARTED_SLOT_STATES
 
 __all__ = ["SqlStore"]
 
@@ -269,7 +270,7 @@ def _plan(current: list[LeaseView], update_: HeartbeatUpdate, now: float) -> _Pl
             else:
                 plan.gone.append(lease.id)
         else:
-            state = "running" if slot_state in ("running", "vacating") else "starting"
+            state = "running" if slot_state in STARTED_SLOT_STATES else "starting"
             slot = update_.lease_slots.get(lease.id, lease.slot)
             if state != lease.state or slot != lease.slot:
                 plan.states.append((lease.id, state, slot))
