@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PY_PATHS := src filter_plugins library module_utils doc_fragments tests bench scripts $(wildcard roles/*/files) molecule/coordinator_ha/files molecule/vpn/files \
 	$(wildcard roles/*/filter_plugins)
 
-.PHONY: lab lab-job lab-down test lint unit molecule testhosts venv clean bench test-deps \
+.PHONY: lab lab-job lab-suspend lab-down test lint unit molecule testhosts venv clean bench test-deps \
 	collection collection-sanity
 
 ## Bring up the lab grid (containers on this machine) and run playbooks/site.yml against it.
@@ -24,6 +24,13 @@ lab: venv testhosts
 lab-job: venv
 	ansible-playbook playbooks/lab_job.yml
 	$(BIN)/python scripts/lab_job.py
+
+## Suspend instead of shut down in the lab (after `make lab`): turn grid_policy.suspend_minutes
+## on for the lab desktops, run a job in a VM, log the owner on (the VM is saved) and off (it
+## resumes), see the job complete having started once; then turn the setting off again.
+lab-suspend: venv
+	ansible-playbook playbooks/lab_job.yml
+	$(BIN)/python scripts/lab_job.py --suspend
 
 ## Remove the lab containers (the base image and networks stay, for a fast next `make lab`).
 lab-down:

@@ -20,9 +20,17 @@ playbooks/lab_job.yml has prepared the jobs on the submit node and written the m
 5. checks that the job with no image stays idle and that the coordinator shows it as demand, in
    /metrics and on the dashboard, read through nginx with the lab CA, as a user would.
 
+`make lab-suspend` runs it with ``--suspend`` instead: suspend instead of shut down
+(``grid_policy.suspend_minutes``) in the real pool. It runs the desktops' play
+(playbooks/desktops.yml) with the lab's policy plus ``suspend_minutes``, submits a job that
+runs 150 s in a VM, logs the owner on to that VM's desktop (the VM is saved: QEMU is gone, the
+job stays running in the schedd), logs them off after ``SUSPEND_HOLD_S`` (the VM resumes), and
+checks that the job completes having started once, its output one run's; then it runs the
+desktops' play again without the setting.
+
 Each step's time is printed, and written to ~/.cache/desktop-grid/lab-job-figures.json
-(bench/lab_job.py reads it). Exit status 0 when all of that holds, 1 otherwise (with what did
-not). Standard library only; run with any Python 3.11.
+(bench/lab_job.py reads it; `--suspend` writes lab-suspend-figures.json). Exit status 0 when
+all of that holds, 1 otherwise (with what did not). Standard library only; run with any Python 3.11.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
@@ -43,6 +52,11 @@ from typing import Any, TypeVar
 CACHE = Path.home() / ".cache/desktop-grid"
 MANIFEST = CACHE / "lab-job.json"
 FIGURES = CACHE / "lab-job-figures.json"
+SUSPEND_FIGURES = CACHE / "lab-suspend-figures.json"
+ROOT = Path(__file__).resolve().parents[1]
+#: The lab's `make lab-suspend`: minutes a saved VM is kept, and how long the owner stays.
+SUSPEND_MINUTES = 5
+SUSPEND_HOLD_S = 30
 TIMEOUT_S = 900  # a cold image download and a TCG boot fit in this
 VACATE_TIMEOUT_S = 120
 DEMAND_TIMEOUT_S = 150  # the coordinator reads demand every grid_coordinator_demand_poll_s (30 s)
@@ -361,6 +375,32 @@ def wait_for_no_vms(m: dict[str, Any], what: str) -> None:
         print()
 
 
+def open_owner_session(m: dict[str, Any], desktop: str) -> None:
+    """Log the owner on to ``desktop`` through PAM on a pseudo-terminal, as over SSH: `su -l`
+    under `script`. logind records it as CLASS=user, TYPE=tty (systemd 252 and 257 alike). A
+    PAM session without a terminal (systemd-run -p PAMName=login) is CLASS=background, which is
+    not an owner."""
+    on_host(
+        desktop, "systemd-run", f"--unit={OWNER_UNIT}", "--collect",
+        "script", "-qec", f"su -l {m['owner_user']} -c 'sleep infinity'", "/dev/null",
+    )  # fmt: skip
+
+
+def job_in_vm(m: dict[str, Any], job: int) -> tuple[str, str] | None:
+    """(tunnel address, desktop) of the VM that runs ``job``, once it runs in a lab VM."""
+    status, _, address = job_states(m, [job]).get(job, (0, "", ""))
+    desktop = pool_slots(m).get(address) if status == RUNNING else None
+    return (address, desktop) if desktop else None
+
+
+def job_label(m: dict[str, Any], job: int, label: str) -> Callable[[], str]:
+    def show() -> str:
+        status, host, _ = job_states(m, [job]).get(job, (0, "", ""))
+        return f"{label} {STATUS.get(status, '?')}" + (f" on {host}" if host else "")
+
+    return show
+
+
 def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     """Step 4: a long job on a VM, then an owner's logon takes that VM out of the pool."""
     # The first jobs' VMs leave first, once the coordinator sees their demand gone. Otherwise
@@ -372,17 +412,9 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     long_job = submit(m, "long-job.sub")
     print(f"submitted long job {long_job} (vm_name {m['running_type']})")
 
-    def long_state() -> str:
-        status, host, _ = job_states(m, [long_job]).get(long_job, (0, "", ""))
-        return f"long job {STATUS.get(status, '?')}" + (f" on {host}" if host else "")
-
-    def running_on() -> tuple[str, str] | None:
-        status, _, address = job_states(m, [long_job]).get(long_job, (0, "", ""))
-        desktop = pool_slots(m).get(address) if status == RUNNING else None
-        return (address, desktop) if desktop else None
-
+    long_state = job_label(m, long_job, "long job")
     (vm_address, desktop), _ = wait(
-        "the long job running in a VM", running_on, TIMEOUT_S, long_state
+        "the long job running in a VM", lambda: job_in_vm(m, long_job), TIMEOUT_S, long_state
     )
     # The coordinator names the VM that runs it: the schedd's StartdPrincipal address, mapped
     # through the address plan to the desktop and slot of a lease (the trim keeps such VMs).
@@ -428,13 +460,7 @@ def logon_vacates(m: dict[str, Any], figures: dict[str, float]) -> None:
     print(
         f"\nthe long job runs; the owner of {desktop} logs on ({m['owner_user']}, `su -l` on a pty)"
     )
-    # A logon through PAM on a pseudo-terminal, as over SSH: `su -l` under `script`. logind
-    # records it as CLASS=user, TYPE=tty (systemd 252 and 257 alike). A PAM session without a
-    # terminal (systemd-run -p PAMName=login) is CLASS=background, which is not an owner.
-    on_host(
-        desktop, "systemd-run", f"--unit={OWNER_UNIT}", "--collect",
-        "script", "-qec", f"su -l {m['owner_user']} -c 'sleep infinity'", "/dev/null",
-    )  # fmt: skip
+    open_owner_session(m, desktop)
     t0 = time.monotonic()
     _, figures["logon_to_vm_stopped_s"] = wait(
         "the VM stopped", lambda: (not qemu_running(desktop)) or None, VACATE_TIMEOUT_S, long_state
@@ -495,7 +521,134 @@ def demand_for_idle_type(m: dict[str, Any], idle: int) -> None:
     )
 
 
+def desktops_play(extra: dict[str, Any] | None) -> None:
+    """Run playbooks/desktops.yml on the lab, as central IT changes a setting: with ``extra``
+    (extra variables), or without to put the inventory's settings back."""
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    argv = [str(playbook) if playbook.exists() else "ansible-playbook", "playbooks/desktops.yml"]
+    if extra is not None:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path = CACHE / "lab-suspend-vars.json"
+        path.write_text(json.dumps(extra) + "\n")
+        argv += ["-e", f"@{path}"]
+    print(f"running {' '.join(argv[1:])}", flush=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(  # noqa: S603 - a fixed argv, no shell
+        argv, cwd=ROOT, capture_output=True, text=True, check=False, timeout=1800, env=env
+    )
+    recap = proc.stdout.rsplit("PLAY RECAP", 1)[-1].strip()
+    print(recap)
+    if proc.returncode != 0:
+        raise LabJobError(f"{' '.join(argv[1:])} exited {proc.returncode}:\n{proc.stdout[-4000:]}")
+
+
+def slot_state(m: dict[str, Any], desktop: str, lease_id: str) -> str:
+    """The state of the agent's slot on ``desktop`` that holds ``lease_id`` ("" if none)."""
+    for slot in agent_status(m, desktop).get("slots", []):
+        if slot.get("lease_id") == lease_id:
+            return str(slot.get("state", ""))
+    return ""
+
+
+def suspend_resumes(m: dict[str, Any], figures: dict[str, float]) -> None:
+    """`make lab-suspend`: the owner's return saves the VM, their leaving resumes it, and the
+    job that ran in it completes, started once."""
+    wait_for_no_vms(m, "the lab's VMs stopping")
+    desktops_play({"grid_policy": {**m["grid_policy"], "suspend_minutes": SUSPEND_MINUTES}})
+    job = 0
+    try:
+        job = submit(m, "suspend-job.sub")
+        show = job_label(m, job, f"job {job}")
+        print(f"submitted job {job} (150 s in a VM of {m['running_type']})")
+        (address, desktop), _ = wait(
+            "the job running in a VM", lambda: job_in_vm(m, job), TIMEOUT_S, show
+        )
+        index = next(int(i) for i, a in m["addresses"][desktop].items() if a == address)
+        lease = next(
+            (
+                s["lease_id"]
+                for s in agent_status(m, desktop).get("slots", [])
+                if s.get("slot") == index and s.get("lease_id")
+            ),
+            None,
+        )
+        if lease is None:
+            raise LabJobError(f"{desktop}'s agent shows no running lease for the VM at {address}")
+        time.sleep(10)
+        print(f"\njob {job} runs in the VM at {address} on {desktop}; the owner logs on")
+        open_owner_session(m, desktop)
+        t0 = time.monotonic()
+        _, figures["logon_to_vm_saved_s"] = wait(
+            "the VM saved",
+            lambda: (
+                (slot_state(m, desktop, lease) == "suspended" and not qemu_running(desktop)) or None
+            ),
+            VACATE_TIMEOUT_S,
+            lambda: f"slot {slot_state(m, desktop, lease) or '?'}, {show()}",
+        )
+        saved = figures["logon_to_vm_saved_s"]
+        print(f"\nlogon → VM saved {saved:.1f} s; the owner stays {SUSPEND_HOLD_S} s")
+        time.sleep(SUSPEND_HOLD_S)
+        status = job_states(m, [job]).get(job, (0, "", ""))[0]
+        if status != RUNNING:
+            raise LabJobError(f"job {job} is {STATUS.get(status, status)} while its VM is saved")
+        end_owner_session(m, desktop)
+        t1 = time.monotonic()
+        _, figures["logoff_to_vm_running_s"] = wait(
+            "the VM resumed",
+            lambda: (slot_state(m, desktop, lease) == "running" and qemu_running(desktop)) or None,
+            VACATE_TIMEOUT_S,
+            lambda: f"slot {slot_state(m, desktop, lease) or '?'}, {show()}",
+        )
+        figures["saved_for_s"] = round(t1 - t0, 1)
+        print(f"\nlogoff → VM running again {figures['logoff_to_vm_running_s']:.1f} s")
+        _, figures["resume_to_job_done_s"] = wait(
+            "the job completed",
+            lambda: job_states(m, [job]).get(job, (0, "", ""))[0] == COMPLETED or None,
+            TIMEOUT_S,
+            show,
+        )
+        starts = on_submit(
+            m, "condor_history", "-limit", "1", "-constraint", f"ClusterId == {job}",
+            "-af", "NumJobStarts", "NumShadowStarts", "JobRunCount",
+        ).split()  # fmt: skip
+        output = on_submit(m, "cat", "suspend-job.out")
+        log = on_submit(m, "cat", "suspend-job.log")
+        print(f"\n--- job {job}'s stdout (suspend-job.out)\n{output.strip()}\n---")
+        events = [e for e in ("Job disconnected", "Job reconnected") if e in log]
+        print(
+            f"NumJobStarts, NumShadowStarts, JobRunCount: {' '.join(starts)}; "
+            f"its log: {', '.join(events) or 'no disconnection seen'}"
+        )
+        if starts[:1] != ["1"] or output.count("started on") != 1 or "finished on" not in output:
+            raise LabJobError(
+                f"job {job} did not run once through its VM's save and resume: "
+                f"starts {starts}, output {output.strip()!r}"
+            )
+        print(
+            f"job {job} completed, started once: its VM was saved {figures['saved_for_s']:.0f} s "
+            "and resumed"
+        )
+    finally:
+        end_owner_sessions(m)
+        if job:
+            on_submit(m, "condor_rm", str(job), check=False)
+        desktops_play(None)
+
+
 def main() -> int:
+    if "--suspend" in sys.argv[1:]:
+        if not MANIFEST.is_file():
+            print(f"lab-job: {MANIFEST} is missing; run `make lab-suspend`")
+            return 1
+        m = json.loads(MANIFEST.read_text())
+        figures: dict[str, float] = {}
+        on_submit(m, "condor_rm", "-constraint", "lab_job =?= True", check=False)
+        end_owner_sessions(m)
+        suspend_resumes(m, figures)
+        SUSPEND_FIGURES.write_text(json.dumps(figures, indent=1) + "\n")
+        print(f"figures: {json.dumps(figures)} (also in {SUSPEND_FIGURES})")
+        return 0
     if not MANIFEST.is_file():
         print(
             f"lab-job: {MANIFEST} is missing; run `make lab-job`, "
@@ -503,7 +656,7 @@ def main() -> int:
         )
         return 1
     m = json.loads(MANIFEST.read_text())
-    figures: dict[str, float] = {}
+    figures = {}
     # A previous run's jobs and owner session go first; condor_rm fails when there is none.
     on_submit(m, "condor_rm", "-constraint", "lab_job =?= True", check=False)
     end_owner_sessions(m)

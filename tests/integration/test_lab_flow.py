@@ -8,7 +8,10 @@ that playbooks/build_image.yml builds, signs and publishes. `make lab-job` (scri
 follows the seed job from demand to lease, VM, slot and output, then opens an owner's logind
 session on the VM's desktop and sees the VM leave the pool; it exits 1 when any step does not
 happen. This test runs the same two commands a new user runs, and reads what they printed and
-the figures file they wrote.
+the figures file they wrote. Then `make lab-suspend` (grid_policy.suspend_minutes, issue 18
+item 7): the desktops' play turns the setting on, an owner's logon saves the VM that runs a
+job, their logoff resumes it, and the job completes having started once; the play then turns
+the setting off.
 
 It starts from no lab containers (`make lab-down` first), as a new user on a new machine
 does, and then changes this machine's lab as `make lab` does; it needs root for podman. Lab
@@ -32,6 +35,7 @@ import pytest
 from ansible_run import ROOT
 
 FIGURES = Path(os.environ.get("HOME", "/root")) / ".cache/desktop-grid/lab-job-figures.json"
+SUSPEND_FIGURES = FIGURES.with_name("lab-suspend-figures.json")
 BASE_IMAGES = ("localhost/desktop-grid/debian12:latest", "localhost/desktop-grid/debian13:latest")
 
 
@@ -93,6 +97,7 @@ def make(target: str, timeout: float) -> tuple[str, float]:
 
 def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_vacates_it() -> None:
     FIGURES.unlink(missing_ok=True)
+    SUSPEND_FIGURES.unlink(missing_ok=True)
     make("lab-down", 300)
     lab, lab_s = make("lab", 2400)
     recap = lab.rsplit("PLAY RECAP", 1)[-1]
@@ -141,3 +146,15 @@ def test_make_lab_then_make_lab_job_runs_the_seed_job_in_a_real_vm_and_a_logon_v
         f"\nmake lab {lab_s:.0f} s, make lab-job {job_s:.0f} s "
         f"({'KVM' if figures.get('accel_kvm') else 'TCG'}): {json.dumps(figures)}"
     )
+
+    # Suspend instead of shut down, in the real pool: the job's VM is saved while the owner is
+    # on, resumed when they leave, and the job completes, started once (HTCondor's reconnect).
+    suspended, suspend_s = make("lab-suspend", 1800)
+    assert re.search(r"logon → VM saved [0-9.]+ s", suspended), suspended[-6000:]
+    assert re.search(r"logoff → VM running again [0-9.]+ s", suspended), suspended[-6000:]
+    assert re.search(r"job \d+ completed, started once", suspended), suspended[-6000:]
+    assert suspended.count("running playbooks/desktops.yml") == 2  # on, then off again
+    figures = json.loads(SUSPEND_FIGURES.read_text())
+    for key in ("logon_to_vm_saved_s", "logoff_to_vm_running_s", "saved_for_s"):
+        assert figures[key] > 0, (key, figures)
+    print(f"make lab-suspend {suspend_s:.0f} s: {json.dumps(figures)}")
