@@ -3,8 +3,10 @@
 A fixed foreground CPU task (a pure-Python loop, pinned to one CPU) is timed alone, then beside
 a busy VM pinned to the same CPU: once at normal priority, once at the agent's low priority
 (``cvmc.agent.adapters.lowprio.lower_priority``: nice 19 and the idle I/O class, the same
-function the QEMU driver runs before exec), and, where this process's cgroup v2 is delegated,
-at low priority with a CPU cap (``CgroupCap``, ``cpu.max``). Each case runs ``--runs`` times,
+function the QEMU driver runs before exec), and, where this process's cgroup is writable (v2
+delegated, or v1's ``cpu`` controller), at low priority with a CPU cap (``CgroupCap``), its
+cgroup at the lowest weight as the agent sets it and, for comparison, at the default weight.
+Each case runs ``--runs`` times,
 interleaved, and the medians are printed: the machine may be shared.
 
 The busy VM is QEMU with the agent's own options (q35, ``-nodefaults``, the seccomp sandbox,
@@ -105,6 +107,20 @@ def run_case(
             proc.wait(timeout=10)
 
 
+def idle_share(start: Callable[[], subprocess.Popen[bytes] | None], seconds: float = 2.0) -> float:
+    """The VM's CPU share while the owner does nothing: what a cap is for (heat, fan, battery)."""
+    proc = start()
+    assert proc is not None
+    try:
+        time.sleep(2.0)
+        before, t0 = cpu_seconds(proc.pid), time.perf_counter()
+        time.sleep(seconds)
+        return (cpu_seconds(proc.pid) - before) / (time.perf_counter() - t0)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -121,9 +137,10 @@ def main() -> None:
         disk = Path(tmp) / "spin.img"
         disk.write_bytes(SPIN_SECTOR)
 
-        def capped() -> subprocess.Popen[bytes]:
+        def capped(group_low: bool) -> subprocess.Popen[bytes]:
             proc = start_vm(disk, args.accel, args.cpu, low=True)
-            problem = cgroup.apply("cvmc-bench", proc.pid, args.cap, 1)
+            name = f"cvmc-bench-{'low' if group_low else 'default'}"
+            problem = cgroup.apply(name, proc.pid, args.cap, 1, low=group_low)
             if problem is not None:
                 proc.kill()
                 raise SystemExit(f"capped: {problem}")
@@ -137,12 +154,25 @@ def main() -> None:
             ),
         }
         if why is None:
-            cases[f"busy VM, low priority + cpu_cap_percent={args.cap}"] = capped
+            # The agent's cap (its group at the lowest weight), and the same cap in a group of
+            # the default weight, as the agent set it before: the group competes as one task.
+            cases[f"busy VM, low priority + cpu_cap_percent={args.cap}"] = lambda: capped(True)
+            cases["  the same, its cgroup at default weight"] = lambda: capped(False)
         results: dict[str, list[tuple[float, float | None]]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, start in cases.items():  # interleaved: drifting load hits every case
                 results[name].append(run_case(name, args.loops, start))
-        cgroup.remove("cvmc-bench")
+        idle: dict[str, list[float]] = {"uncapped": []}
+        if why is None:
+            idle[f"cpu_cap_percent={args.cap}"] = []
+        for _ in range(args.runs):
+            idle["uncapped"].append(
+                idle_share(lambda: start_vm(disk, args.accel, args.cpu, low=True))
+            )
+            if why is None:
+                idle[f"cpu_cap_percent={args.cap}"].append(idle_share(lambda: capped(True)))
+        cgroup.remove("cvmc-bench-low")
+        cgroup.remove("cvmc-bench-default")
 
     alone = statistics.median(t for t, _ in results["alone"])
     print(
@@ -158,6 +188,9 @@ def main() -> None:
             f"  {name:<48} {median:6.3f} s  x{median / alone:4.2f}"
             f"  (min {min(t for t, _ in runs):.3f}, max {max(t for t, _ in runs):.3f}){vm}"
         )
+    print("the owner idle (no foreground task), the VM alone at low priority, medians:")
+    for name, shares in idle.items():
+        print(f"  {name:<48} VM got {statistics.median(shares) * 100:.0f}% of a CPU")
     if why is not None:
         print(f"  capped case not run: {why}")
 

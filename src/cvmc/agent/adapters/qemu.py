@@ -19,8 +19,9 @@ NBD export (``nbd``), so the plaintext never reaches the disk. VMs run with
 ``-blockdev ... cache.direct=on`` (``cache=none``), user-mode NAT networking, a seccomp
 sandbox, in a session of their own; ``system_powerdown`` presses the ACPI power button, ``quit``
 pulls the plug. With ``low_priority`` (``grid_vm_low_priority``, the default) QEMU starts at
-nice 19 in the idle I/O class, and a type's ``cpu_cap_percent`` becomes a cgroup v2
-``cpu.max`` where the agent's cgroup is delegated (``cvmc.agent.adapters.lowprio``); elsewhere
+nice 19 in the idle I/O class, and a type's ``cpu_cap_percent`` becomes the CFS bandwidth of
+the VM's own cgroup (v2 or v1) where the agent's cgroup is writable, at the lowest weight
+(``cvmc.agent.adapters.lowprio``); elsewhere
 the cap is logged as not applied and the VM runs. QEMU has no per-NIC rate limit, so on QEMU
 desktops the VM's bandwidth cap is the VPN gateway's per-tunnel cap (documented in
 docs/agent.md).
@@ -419,7 +420,7 @@ class QemuDriver(Hypervisor):
         percent = spec.get("cpu_cap_percent")
         if percent is None:
             return
-        why = self.cgroup.apply(vm_id, pid, int(percent), int(spec["cpus"]))
+        why = self.cgroup.apply(vm_id, pid, int(percent), int(spec["cpus"]), low=self.low_priority)
         self.cap_status[vm_id] = why
         if why is not None:
             LOG.warning("%s: cpu_cap_percent=%s not applied, the VM runs uncapped: %s",
