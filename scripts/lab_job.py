@@ -554,9 +554,10 @@ def suspend_resumes(m: dict[str, Any], figures: dict[str, float]) -> None:
     """`make lab-suspend`: the owner's return saves the VM, their leaving resumes it, and the
     job that ran in it completes, started once."""
     wait_for_no_vms(m, "the lab's VMs stopping")
-    desktops_play({"grid_policy": {**m["grid_policy"], "suspend_minutes": SUSPEND_MINUTES}})
     job = 0
     try:
+        # Inside the try: a play that fails half-way still has the inventory's settings put back.
+        desktops_play({"grid_policy": {**m["grid_policy"], "suspend_minutes": SUSPEND_MINUTES}})
         job = submit(m, "suspend-job.sub")
         show = job_label(m, job, f"job {job}")
         print(f"submitted job {job} (150 s in a VM of {m['running_type']})")

@@ -93,7 +93,8 @@ def assert_capped(driver: QemuDriver, vm_id: str, pid: int, quota_us: int) -> No
         # The kernel's own v1 cpu path for the process, under the driver's hierarchy.
         path = next(ln.split(":", 2)[2] for ln in lines if "cpu" in ln.split(":", 2)[1].split(","))
         assert path.endswith(f"/{vm_id}"), path
-        group = driver.cgroup.base / vm_id if driver.cgroup.base else Path("/")
+        assert driver.cgroup.base is not None
+        group = driver.cgroup.base / vm_id
         assert (group / "cgroup.procs").read_text().split().count(str(pid)) == 1
         quota = int((group / "cpu.cfs_quota_us").read_text())
         assert (quota, int((group / "cpu.cfs_period_us").read_text())) == (quota_us, 100_000)
